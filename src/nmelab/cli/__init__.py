@@ -1,0 +1,31 @@
+"""The ``nmelab`` command line: one module per sub-command.
+
+Each module in ``_COMMANDS`` defines ``register(subparsers)``, which adds its parser and sets
+``run_fn`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+Heavy imports happen inside the run functions so that ``nmelab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+_COMMANDS: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="nmelab",
+        description="Gauss-Newton / NME curvature analysis and sharpness-regularized training.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMANDS:
+        importlib.import_module(f"nmelab.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nmelab`` script."""
+    args = build_parser().parse_args(argv)
+    return int(args.run_fn(args) or 0)
