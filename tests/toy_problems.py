@@ -51,7 +51,9 @@ def cnn_apply_fn(activation):
     act = ACTIVATIONS[activation]
 
     def conv(x, w):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
     def apply_fn(params, x):
         h = act(conv(x, params["conv1"]))
@@ -85,5 +87,9 @@ def random_like(key, params):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(
-        treedef, [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves, strict=True)]
+        treedef,
+        [
+            jax.random.normal(k, leaf.shape, leaf.dtype)
+            for k, leaf in zip(keys, leaves, strict=True)
+        ],
     )

@@ -74,7 +74,9 @@ def get(loss: str | Callable) -> LossFn:
     if callable(loss):
         return loss
     if not isinstance(loss, str):
-        raise TypeError(f"loss must be a name {LOSS_NAMES} or a callable, got {type(loss).__name__}")
+        raise TypeError(
+            f"loss must be a name {LOSS_NAMES} or a callable, got {type(loss).__name__}"
+        )
     if loss not in _LOSSES:
         raise ValueError(f"unknown loss {loss!r}; valid names are {', '.join(LOSS_NAMES)}")
     return _LOSSES[loss]

@@ -87,7 +87,9 @@ def check_batch(batch: Any) -> tuple[Any, Any]:
     x, y = batch
     n_x, n_y = batch_size(x, "batch x"), batch_size(y, "batch y")
     if n_x != n_y:
-        raise ValueError(f"batch x and y must have the same size, got {n_x} inputs and {n_y} targets")
+        raise ValueError(
+            f"batch x and y must have the same size, got {n_x} inputs and {n_y} targets"
+        )
     return x, y
 
 

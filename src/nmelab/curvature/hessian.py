@@ -13,9 +13,7 @@ def _gradient_fn(objective: Objective, batch: Batch):
     return jax.grad(lambda p: objective.value(p, batch))
 
 
-def hessian_vector_product(
-    objective: Objective, params: Params, batch: Batch, v: PyTree
-) -> PyTree:
+def hessian_vector_product(objective: Objective, params: Params, batch: Batch, v: PyTree) -> PyTree:
     """``H v`` forward-over-reverse: the JVP of ``θ -> ∇L(θ)`` along ``v``.
 
     Trap: reverse-over-reverse (``grad`` of ``⟨∇L, v⟩``) gives the same numbers but was measured

@@ -201,7 +201,9 @@ def make_operator(
         the outputs.
     """
     check_inputs(objective, params, batch)
-    return CurvatureOperator(objective, params, tuple(batch), name, product_fn, linearize_fn, True, psd)
+    return CurvatureOperator(
+        objective, params, tuple(batch), name, product_fn, linearize_fn, True, psd
+    )
 
 
 def check_inputs(objective: Objective, params: Params, batch: Batch) -> None:
