@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-_COMMANDS: tuple[str, ...] = ("activations", "train")
+_COMMANDS: tuple[str, ...] = ("activations", "train", "reproduce", "analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:

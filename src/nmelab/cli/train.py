@@ -60,8 +60,15 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(message))
     try:
         summary = train_and_evaluate(config, args.workdir)
-    except ValueError as err:
+    except (FileNotFoundError, ValueError) as err:
         return _error(str(err))
+    except KeyboardInterrupt:
+        print(
+            f"interrupted; rerun the same command to resume from the last checkpoint in "
+            f"{args.workdir / 'checkpoints'}",
+            file=sys.stderr,
+        )
+        return 130
     if summary.get("stopped"):
         print(f"stopped after step {summary['step']} (stop_after_steps); rerun to resume")
         return 0
