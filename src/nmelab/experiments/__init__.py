@@ -21,9 +21,11 @@ Scales, commands and expected times
 
     nmelab reproduce --scale quick --out repro_quick
 
-Measured end to end on the 2-core CPU of the development machine, shared with other jobs (1-min
-load average 6-9): 15 min 25 s wall, 15.8 min of CPU; on an idle 2-core machine expect about
-8-10 min. CNN-BN (3 conv layers × 32 channels, 20 epochs) for Fig. 2/4/6, MLP 40-256-256-10
+Measured end to end (fresh ``--out``, ``time``) twice on the 2-core CPU of the development
+machine while it was shared with other jobs (1-min load average 6-14): 15 min 25 s and 14 min 24 s
+wall, 16.1 and 13.3 min of CPU; on an idle 2-core machine expect about 8-10 min. Runs are not
+bitwise identical between invocations on this CPU (accuracies move by ~0.1 point; a seed at the
+edge of stability can switch between "collapsed" and "diverged"). CNN-BN (3 conv layers × 32 channels, 20 epochs) for Fig. 2/4/6, MLP 40-256-256-10
 (60 epochs) for Fig. 3/5 and (20 epochs) the mechanism. Grids: ρ ∈ {0, 0.1, 0.3, 1}; augmented
 ReLU / diminished GELU at ρ ∈ {0.3, 1}; SAM at ρ ∈ {0.1, 0.3, 1}; β ∈ {1, 3, 10, 30} at ρ = 0.1
 (the paper's value, primary) and 0.3 (the pilot's); σ² ∈ {0, 1e-3, 3e-3, 1e-2}.
