@@ -6,8 +6,8 @@ Command::
 
 SGD with momentum 0.9, lr 0.2, cosine decay, batch 128, 60 epochs (1860 steps). Expected (pilot,
 3 seeds): about 71 % test accuracy (ReLU) and 72 % (GELU), 100 % train accuracy; an MLP plateaus
-there on MNIST-1D. About 10-20 s on a 2-core CPU for one seed; ``--set num_seeds=3`` costs little
-more (the seeds are vmapped).
+there on MNIST-1D (73.7 % measured here for seed 0). About 6-15 s on a 2-core CPU for one seed;
+``--set num_seeds=3`` costs little more (the seeds share one compiled program).
 """
 
 from nmelab.train import default_config

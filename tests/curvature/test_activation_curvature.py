@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import toy_problems as tp
 from jax.flatten_util import ravel_pytree
 
 import nmelab
+import toy_problems as tp
 from nmelab import activations
 
 

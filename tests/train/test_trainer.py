@@ -87,6 +87,21 @@ def test_vmapped_seed_equals_its_single_run(tmp_path):
         np.testing.assert_allclose(np.asarray(a)[1], np.asarray(b)[0], rtol=2e-5, atol=2e-6)
 
 
+def test_unrolled_seeds_equal_vmapped_seeds(tmp_path):
+    """seed_batching="unroll" (auto for CNNs on CPU) trains the same seeds as "vmap"."""
+    base = tiny_config(model="cnn_tiny", num_seeds=2, num_epochs=1.0)
+    states = {}
+    for mode in ("vmap", "unroll"):
+        config = apply_overrides(base, {"seed_batching": mode})
+        assert setup(config).program.spec.seed_batching == mode
+        train_and_evaluate(config, tmp_path / mode)
+        states[mode] = restore_state(config, tmp_path / mode)
+    assert setup(base).program.spec.seed_batching == "unroll"  # auto: a CNN on the CPU
+    assert setup(tiny_config()).program.spec.seed_batching == "vmap"  # auto: an MLP
+    for a, b in zip(*(jax.tree.leaves(states[m].params) for m in states), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+
+
 def test_device_gather_equals_host_batches():
     """The in-step gather visits the batches of nmelab.data.batches, in the same order."""
     config = tiny_config(

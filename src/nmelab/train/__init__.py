@@ -1,4 +1,4 @@
-"""Training: a forkable SGD trainer with vmapped seeds, checkpoints, resume and curvature tracking.
+"""Training: a forkable SGD trainer with batched seeds, checkpoints, resume and curvature tracking.
 
 The public entry point is :func:`train_and_evaluate` ``(config, workdir) -> summary``; configs
 are ``ml_collections.ConfigDict`` s (:func:`default_config`, :func:`load_config` for

@@ -2,7 +2,7 @@
 
 * :class:`ArraySource` wraps an in-memory :class:`nmelab.data.Dataset` (digits, mnist1d,
   synthetic, cifar10). With ``on_device`` the arrays are put on the device once and the train step
-  gathers batches by index (required for vmapped seeds); otherwise the host slices the batches of
+  gathers batches by index (required for several seeds); otherwise the host slices the batches of
   :func:`nmelab.data.batches` (the same order) and feeds them one per step.
 * :class:`FolderSource` wraps an :class:`nmelab.data.ImageFolder` (ImageNet): JPEGs decoded per batch
   by :func:`nmelab.data.image_batches` (random-resized crop and flip for training, centre crop for

@@ -1,8 +1,9 @@
 """The train state: every seed's parameters, BatchNorm statistics, optimizer state and keys.
 
 All leaves except ``step`` carry a leading *seed axis* of size ``S = config.num_seeds``: seed
-``i`` is an independent run with its own initialisation and its own data order, and the train step
-is ``jax.vmap``-ped over that axis. The state is a pytree (a ``flax.struct`` dataclass) so it can be
+``i`` is an independent run with its own initialisation and its own data order, and one compiled
+train step advances every seed (``jax.vmap`` over the axis, or the seeds unrolled one after
+another: ``config.seed_batching``). The state is a pytree (a ``flax.struct`` dataclass) so it can be
 passed through ``jit``, donated, and saved by Orbax as is.
 
 Keys are raw ``uint32`` keys (``jax.random.PRNGKey`` layout), not typed keys, so that a checkpoint
@@ -51,7 +52,7 @@ class TrainState:
 
 
 def seed_keys(seed: int, num_seeds: int) -> np.ndarray:
-    """``(S, 2)`` uint32 keys ``PRNGKey(seed + i)``: seed ``i`` of a vmapped run is run ``seed + i``."""
+    """``(S, 2)`` uint32 keys ``PRNGKey(seed + i)``: seed ``i`` of a multi-seed run is run ``seed + i``."""
     return np.stack([np.asarray(jax.random.PRNGKey(seed + i)) for i in range(num_seeds)])
 
 
@@ -64,5 +65,6 @@ def split_seed_key(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 def accumulator(num_seeds: int) -> dict[str, jax.Array]:
     """Zeroed per-seed sums of the training metrics between two log steps (and the last lr)."""
     names = ("loss", "objective", "accuracy", "count", "lr")
-    # one host-to-device transfer (five separate jnp.zeros are five dispatches at every log step)
-    return jax.device_put({name: np.zeros((num_seeds,), np.float32) for name in names})
+    # jnp.zeros (not a device_put of numpy) so that under an active mesh (nmelab.parallel) the sums
+    # are global arrays that Orbax can checkpoint in a multi-host run
+    return {name: jnp.zeros((num_seeds,), jnp.float32) for name in names}

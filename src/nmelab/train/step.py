@@ -6,7 +6,7 @@ so a sweep over regularizer strengths, seeds or regularizers in one process comp
 the regularizer is a *pytree argument* of the step (its float hyperparameters are traced leaves),
 and the objective is built inside the step from the traced BatchNorm statistics.
 
-The train step (one seed; ``jax.vmap`` adds the seed axis)::
+The train step (one seed; ``jax.vmap`` or an unrolled loop adds the seed axis)::
 
     key_t        = fold_in(step_key, t)                     # regularizer noise, dropout
     objective    = Objective(apply_fn(θ, x) -> (z, (z, stats')), loss, has_aux=True)
@@ -73,6 +73,9 @@ class ProgramSpec:
       num_train: training-set size (length of the per-epoch permutation).
       num_test: test-set size.
       augment: random crop + flip inside the step (images held as arrays).
+      seed_batching: ``"vmap"`` (one batched step for all seeds) or ``"unroll"`` (the seeds'
+        steps one after another in the same compiled program); see
+        :func:`nmelab.train.loop.resolve_seed_batching`.
     """
 
     model: str
@@ -94,6 +97,7 @@ class ProgramSpec:
     num_train: int
     num_test: int
     augment: bool
+    seed_batching: str = "vmap"
 
 
 def _tree_all_finite(tree: Any) -> jax.Array:
@@ -406,14 +410,20 @@ class Program:
             *batch_args,
         )
         in_axes = (0,) * 6 + batch_axes
-        if state.diverged_at.shape[0] == 1:
+        num_seeds = state.diverged_at.shape[0]
+        if num_seeds == 1 or self.spec.seed_batching == "unroll":
             # One seed: drop the seed axis rather than vmap over a size-1 axis, which turns every
             # matmul into a batched one (measured 12 % slower on XLA's CPU backend for an MLP).
-            unbatched = [
-                a if axis is None else jax.tree.map(lambda leaf: leaf[0], a)
-                for a, axis in zip(args, in_axes, strict=True)
-            ]
-            outputs = jax.tree.map(lambda leaf: leaf[None], one(*unbatched))
+            # "unroll": the seeds' steps one after another (no grouped convolutions).
+            def seed(i: int) -> list[Any]:
+                return [
+                    a if axis is None else jax.tree.map(lambda leaf: leaf[i], a)
+                    for a, axis in zip(args, in_axes, strict=True)
+                ]
+
+            outputs = jax.tree.map(
+                lambda *leaves: jnp.stack(leaves), *(one(*seed(i)) for i in range(num_seeds))
+            )
         else:
             outputs = jax.vmap(one, in_axes=in_axes)(*args)
         params, stats, opt_state, diverged_at, acc = outputs
