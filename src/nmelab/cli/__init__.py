@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``nmelab`` script."""
+    """Entry point of the ``nmelab`` script; a :class:`~nmelab.cli.errors.UsageError` exits 2."""
+    import sys
+
+    from nmelab.cli.errors import UsageError
+
     args = build_parser().parse_args(argv)
-    return int(args.run_fn(args) or 0)
+    try:
+        return int(args.run_fn(args) or 0)
+    except UsageError as err:
+        print(f"nmelab {args.command}: error: {err}", file=sys.stderr)
+        return 2
