@@ -28,9 +28,14 @@ def ntk(objective: Objective, params: Params, x: Any) -> jax.Array:
 
     Returns:
       The ``(N·K, N·K)`` matrix.
+
+    Raises:
+      TypeError: non-floating params.
+      ValueError: NaN/inf params, an empty ``x``, or NaN/inf in ``x`` (both value checks only where
+        the arrays are concrete, not under ``jit``).
     """
     validation.check_params(params)
-    num = validation.batch_size(x)
+    num = validation.check_examples(x, "x")
     flat, unravel = ravel_pytree(params)
     jac = jax.jacrev(lambda f: jnp.reshape(objective.outputs(unravel(f), x), (-1,)))(flat)
     return jac @ jac.T / num
