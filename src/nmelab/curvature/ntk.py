@@ -12,6 +12,8 @@ from nmelab import validation
 from nmelab.objective import Objective
 from nmelab.types import Params
 
+__all__ = ["ntk"]
+
 
 def ntk(objective: Objective, params: Params, x: Any) -> jax.Array:
     """The empirical NTK ``Θ̂ = (1/N) J Jᵀ`` over the ``N`` inputs of ``x`` (eq. 22).

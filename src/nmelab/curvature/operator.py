@@ -27,6 +27,17 @@ from nmelab import validation
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
 
+__all__ = [
+    "CurvatureOperator",
+    "LinearizeFn",
+    "LinearizedOperator",
+    "Operator",
+    "ProductFn",
+    "check_inputs",
+    "make_operator",
+    "output_gradient_fn",
+]
+
 ProductFn = Callable[[Objective, Params, Batch, PyTree], PyTree]
 LinearizeFn = Callable[[Objective, Params, Batch], jax.tree_util.Partial]
 

@@ -12,6 +12,8 @@ from nmelab.curvature.operator import check_inputs, output_gradient_fn
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
 
+__all__ = ["linearize_split", "split_product"]
+
 
 def _add(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(lambda x, y: x + y, a, b)

@@ -17,7 +17,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nmelab import validation
 from nmelab.data.dataset import Dataset
+
+__all__ = [
+    "AugmentFn",
+    "batches",
+    "epoch_batches",
+    "epoch_keys",
+    "epoch_permutation",
+    "eval_batches",
+    "num_batches",
+    "random_crop_flip",
+]
 
 AugmentFn = Callable[[Any, jax.Array], Any]
 """``augment_fn(x_batch, key) -> x_batch``."""
@@ -39,9 +51,12 @@ def epoch_permutation(num_examples: int, key: jax.Array, epoch: int | jax.Array)
 
 
 def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
-    """Number of batches per epoch."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    """Number of batches per epoch.
+
+    Raises:
+      TypeError, ValueError: ``batch_size`` is not an integer >= 1.
+    """
+    batch_size = validation.check_count(batch_size, "batch_size")
     if drop_remainder:
         return num_examples // batch_size
     return -(-num_examples // batch_size)

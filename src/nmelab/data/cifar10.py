@@ -11,6 +11,17 @@ import numpy as np
 
 from nmelab.data.dataset import Dataset
 
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "LAYOUT",
+    "NumpyOnlyUnpickler",
+    "RefusedPickleError",
+    "cifar10",
+    "load_restricted_pickle",
+    "normalize_cifar10",
+]
+
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 """Per-channel mean of the CIFAR-10 training images on the [0, 1] scale."""
 

@@ -32,6 +32,25 @@ from nmelab import validation
 from nmelab.data.batching import epoch_keys, num_batches
 from nmelab.data.dataset import key_words, readonly
 
+__all__ = [
+    "CORRUPT_FRACTION",
+    "CORRUPT_MINIMUM",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "LAYOUT",
+    "CorruptImageError",
+    "CorruptImageWarning",
+    "CorruptImagesError",
+    "ImageFolder",
+    "corrupt_limit",
+    "decode_image",
+    "default_resize_size",
+    "image_batches",
+    "imagenet",
+    "normalize_imagenet",
+]
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 """Per-channel ImageNet mean on the [0, 1] scale."""
 
