@@ -114,6 +114,10 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path, payload):
 def test_missing_and_malformed_directories(tmp_path):
     with pytest.raises(FileNotFoundError, match="(?s)does not exist.*cifar-10-batches-bin"):
         data.cifar10(tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=f"data_dir '{tmp_path}/a_file' is a file, not a"):
+        data.cifar10(tmp_path / "a_file")
+    (tmp_path / "a_file").unlink()
     with pytest.raises(FileNotFoundError, match="(?s)no CIFAR-10 batches.*cifar-10-batches-py"):
         data.cifar10(tmp_path)
     folder = write_bin(tmp_path)

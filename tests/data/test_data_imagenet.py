@@ -84,6 +84,9 @@ def test_random_resized_crop_box_valid():
 def test_layout_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="(?s)does not exist.*train/<class>"):
         data.imagenet(tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=f"data_dir '{tmp_path}/a_file' is a file, not a"):
+        data.imagenet(tmp_path / "a_file")
     (tmp_path / "train" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "x.jpg")
     with pytest.raises(FileNotFoundError, match="val"):

@@ -101,7 +101,11 @@ def _find_root(data_dir: Path) -> tuple[Path, str]:
         if (root / f"{_TEST}{suffix}").is_file():
             return root, kind
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"cifar10: data_dir {str(data_dir)!r} does not exist; {LAYOUT}")
+        raise FileNotFoundError(
+            f"cifar10: data_dir {str(data_dir)!r} "
+            + ("is a file, not a folder" if data_dir.exists() else "does not exist")
+            + f"; {LAYOUT}"
+        )
     raise FileNotFoundError(f"cifar10: no CIFAR-10 batches found in {str(data_dir)!r}; {LAYOUT}")
 
 

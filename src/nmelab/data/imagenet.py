@@ -171,7 +171,11 @@ def imagenet(data_dir: str | Path, train_dir: str = "train", test_dir: str = "va
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"imagenet: data_dir {str(root)!r} does not exist; {LAYOUT}")
+        raise FileNotFoundError(
+            f"imagenet: data_dir {str(root)!r} "
+            + ("is a file, not a folder" if root.exists() else "does not exist")
+            + f"; {LAYOUT}"
+        )
     train_files, y_train, classes = _list_split(root / train_dir, None)
     test_files, y_test, _ = _list_split(root / test_dir, classes)
     return ImageFolder(
