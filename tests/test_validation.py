@@ -45,7 +45,7 @@ def test_check_finite_names_the_leaf_and_skips_tracers():
     tree["b"][0] = tree["b"][0].at[1, 0].set(-jnp.inf)
     with pytest.raises(
         ValueError,
-        match=r"^tree\['b'\]\[0\] must be finite; found 0 NaN and 1 inf among its 4 values "
+        match=r"^tree\['b'\]\[0\] contains NaN or inf, must be finite: found 0 NaN and 1 inf among its 4 values "
         r"\(shape \(2, 2\), first at index \(1, 0\)\)$",
     ):
         validation.check_finite(tree, "tree")

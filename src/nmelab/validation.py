@@ -149,9 +149,9 @@ def check_finite(tree: Any, name: str) -> None:
         values = np.asarray(leaf)
         first = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
         raise ValueError(
-            f"{name}{path} must be finite; found {int(np.isnan(values).sum())} NaN and "
-            f"{int(np.isinf(values).sum())} inf among its {values.size} values "
-            f"(shape {values.shape}, first at index {first})"
+            f"{name}{path} contains NaN or inf, must be finite: found "
+            f"{int(np.isnan(values).sum())} NaN and {int(np.isinf(values).sum())} inf among its "
+            f"{values.size} values (shape {values.shape}, first at index {first})"
         )
 
 

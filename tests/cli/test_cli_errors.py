@@ -278,8 +278,14 @@ def _split_product_mismatched_v():
 
 API_CASES: dict[str, tuple[Callable[[], None], str]] = {
     "empty batch": (_empty_batch, "batch x is empty"),
-    "NaN in x": (_non_finite_x(jnp.nan), "batch x must be finite; found 1 NaN"),
-    "inf in x": (_non_finite_x(jnp.inf), "batch x must be finite; found 0 NaN and 1 inf"),
+    "NaN in x": (
+        _non_finite_x(jnp.nan),
+        "batch x contains NaN or inf, must be finite: found 1 NaN",
+    ),
+    "inf in x": (
+        _non_finite_x(jnp.inf),
+        "batch x contains NaN or inf, must be finite: found 0 NaN and 1 inf",
+    ),
     "split_product mismatched v": (_split_product_mismatched_v, "v[1]['b'] must have shape (4,)"),
 }
 

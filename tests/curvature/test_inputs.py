@@ -67,7 +67,8 @@ def test_nan_params_name_the_leaf(problem):
     objective, params, batch = problem
     params[1]["b"] = params[1]["b"].at[0].set(jnp.nan)
     with pytest.raises(
-        ValueError, match=r"params\[1\]\['b'\] must be finite; found 1 NaN and 0 inf .*shape \(4,\)"
+        ValueError,
+        match=r"params\[1\]\['b'\] contains NaN or inf, must be finite: found 1 NaN and 0 inf .*shape \(4,\)",
     ):
         nmelab.hessian(objective, params, batch)
 
@@ -117,7 +118,7 @@ def test_non_finite_inputs_are_refused(problem, entry, bad):
     counts = "1 NaN and 0 inf" if jnp.isnan(bad) else "0 NaN and 1 inf"
     with pytest.raises(
         ValueError,
-        match=rf"^{name} must be finite; found {counts} among its 24 values "
+        match=rf"^{name} contains NaN or inf, must be finite: found {counts} among its 24 values "
         r"\(shape \(6, 4\), first at index \(2, 1\)\)",
     ):
         ENTRY_POINTS[entry](objective, params, (x.at[2, 1].set(bad), y))
@@ -127,20 +128,27 @@ def test_non_finite_numpy_inputs_and_pytree_leaves_are_named(problem):
     objective, params, (x, y) = problem
     x_np = np.array(x)
     x_np[0, 0] = np.nan
-    with pytest.raises(ValueError, match=r"^batch x must be finite; found 1 NaN"):
+    with pytest.raises(
+        ValueError, match=r"^batch x contains NaN or inf, must be finite: found 1 NaN"
+    ):
         nmelab.hessian(objective, params, (x_np, y))
     pair_objective = nmelab.Objective(
         lambda p, xs: objective.apply_fn(p, xs["a"] + xs["b"]), "cross_entropy"
     )
     inputs = {"a": x, "b": x.at[3, 0].set(jnp.inf)}
-    with pytest.raises(ValueError, match=r"^batch x\['b'\] must be finite; found 0 NaN and 1 inf"):
+    with pytest.raises(
+        ValueError,
+        match=r"^batch x\['b'\] contains NaN or inf, must be finite: found 0 NaN and 1 inf",
+    ):
         nmelab.gauss_newton(pair_objective, params, (inputs, y))
 
 
 def test_non_finite_float_targets_are_refused():
     objective, params, (x, _) = tp.mlp_problem("tanh", "mse")
     y = jnp.zeros((6, 3)).at[0, 2].set(jnp.nan)
-    with pytest.raises(ValueError, match=r"^batch y must be finite; found 1 NaN"):
+    with pytest.raises(
+        ValueError, match=r"^batch y contains NaN or inf, must be finite: found 1 NaN"
+    ):
         nmelab.nme(objective, params, (x, y))
 
 
