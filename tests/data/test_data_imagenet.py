@@ -179,3 +179,10 @@ def test_decode_errors_name_the_file(tmp_path):
     text.write_text("not an image")
     with pytest.raises(data.CorruptImageError, match=rf"cannot decode '{text}'.*cannot identify"):
         data.decode_image(str(text), None, **SIZES)
+
+
+def test_a_training_batch_with_no_good_image_stops_and_names_them(tmp_path):
+    folder = _image_folder(tmp_path, num_train=2, num_damaged=2)
+    with pytest.warns(data.CorruptImageWarning):
+        with pytest.raises(data.CorruptImagesError, match=r"all 2 images .* damaged.*img_0.JPEG"):
+            list(data.image_batches(folder, 2, KEY, 0, **SIZES))

@@ -332,8 +332,10 @@ def _skip_damaged(
     if not fill:
         return (x[good], y[good]) if good else None
     if not good:
+        named = ", ".join(repr(batch_files[p]) for p in sorted(damaged)[:5])
         raise CorruptImagesError(
-            f"imagenet: every image of a training batch is damaged: {sorted(folder.corrupt_files)}"
+            f"imagenet: all {len(x)} images of a training batch are damaged, nothing to fill the "
+            f"batch with: {named}"
         )
     source = np.arange(len(x))
     for position in damaged:
