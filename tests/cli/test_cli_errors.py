@@ -28,7 +28,9 @@ import toy_problems as tp
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = str(REPO / "configs" / "digits_mlp.py")
 CIFAR = str(REPO / "configs" / "cifar10_wrn16_4.py")
-TINY = ["--set", "num_epochs=1", "--set", "stop_after_steps=2", "--set", "eval_every_epochs=1"]
+IMAGENET = str(REPO / "configs" / "imagenet_resnet50.py")
+STOP = ["--set", "stop_after_steps=2"]
+TINY = ["--set", "num_epochs=1", *STOP, "--set", "eval_every_epochs=1"]
 CASE_TIMEOUT_S = 300  # a case that is not refused up front may start a sweep: fail, don't hang
 
 
@@ -175,9 +177,15 @@ CASES: dict[str, Case] = {
         _trained_then_damaged,
     ),
     "train data_dir missing": Case(
-        ("train", "--config", CIFAR, "--workdir", "{tmp}/run", *TINY)
+        ("train", "--config", CIFAR, "--workdir", "{tmp}/run", *STOP)
         + ("--set", "data_dir={tmp}/nonexistent"),
         "{tmp}/nonexistent",
+    ),
+    "train imagenet data_dir is a file": Case(
+        ("train", "--config", IMAGENET, "--workdir", "{tmp}/run", *STOP)
+        + ("--set", "data_dir={tmp}/file"),
+        "{tmp}/file",
+        _file("file"),
     ),
     # nmelab reproduce: output paths and --data-dir checked before any task starts
     "reproduce --out is a file": Case(
