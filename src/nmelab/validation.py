@@ -7,11 +7,11 @@ instead of writing their own. Three groups:
   :func:`check_number` (a finite real number, optionally bounded below), :func:`check_count`
   (an ``int`` ``>= minimum``) and :func:`check_choice` (one of a tuple of names);
 * arrays and pytrees: :func:`check_finite`, :func:`check_params`, :func:`check_like`,
-  :func:`batch_size`;
+  :func:`batch_size`, :func:`check_examples` (inputs with at least one example, all finite);
 * the ``(objective, params, batch)`` triple of the curvature entry points: :func:`check_batch`
   and :func:`check_targets`.
 
-The trap: value checks (NaN/inf, empty batch values, label range) need concrete arrays. Under
+The trap: value checks (NaN/inf, label range) need concrete arrays. Under
 ``jit``/``vmap``/``grad`` the inputs are tracers, and only structure, shape and dtype are checked;
 :func:`is_concrete` tells which case applies. An empty batch (leading size 0) is refused in both
 cases, because its size is part of the shape.
@@ -53,7 +53,7 @@ def is_concrete(x: Any) -> bool:
 def leaf_paths(tree: Any) -> list[tuple[str, Any]]:
     """``[(path, leaf)]`` with ``path`` as :func:`jax.tree_util.keystr` writes it (``"[0]['w']"``)."""
     paths, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [(jax.tree_util.keystr(path) or "", leaf) for path, leaf in paths]
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in paths]
 
 
 # --------------------------------------------------------------------------------------------
