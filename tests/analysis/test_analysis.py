@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import analysis_cases as cases
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,12 +21,12 @@ DENSE = {
     "gauss_newton": dense.dense_gauss_newton,
     "nme": dense.dense_nme,
 }
-NUM_PROBES = 8
+NUM_PROBES = cases.NUM_PROBES
 
 
 @pytest.fixture(scope="module")
 def problem():
-    return tp.mlp_problem("gelu", sizes=(4, 5, 4, 3), num=6)
+    return cases.problem()
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +35,8 @@ def matrices(problem):
 
 
 @pytest.fixture(scope="module")
-def result(problem):
-    # num_iters = P: Lanczos with full reorthogonalization is then exact to rounding
-    num_params = ravel_pytree(problem[1])[0].size
-    return analysis.analyze(
-        *problem, key=jax.random.key(3), num_probes=NUM_PROBES, num_iters=num_params
-    )
+def result():
+    return cases.result()
 
 
 def test_exact_traces_diagonal_and_extremes_match_the_dense_matrices(result, matrices):
@@ -56,7 +53,7 @@ def test_exact_traces_diagonal_and_extremes_match_the_dense_matrices(result, mat
 
 
 def test_traces_are_the_shared_probe_means_of_the_dense_forms(problem, result, matrices):
-    trace_key = jax.random.split(jax.random.key(3), 5)[0]
+    trace_key = jax.random.split(jax.random.key(cases.SEED), 5)[0]
     keys = jax.random.split(trace_key, NUM_PROBES)
     probes = np.stack([np.asarray(ravel_pytree(sample_probe(k, problem[1]))[0]) for k in keys])
     for name, est in result.traces.as_dict().items():
@@ -106,11 +103,12 @@ def test_to_dict_is_strict_json_and_holds_the_table_values(result):
 
 def test_the_same_key_gives_the_same_analysis(problem, result):
     again = analysis.analyze(
-        *problem, key=jax.random.key(3), num_probes=NUM_PROBES, num_iters=result.num_iters
+        *problem, key=jax.random.key(cases.SEED), num_probes=NUM_PROBES, num_iters=result.num_iters
     )
     assert again.to_dict() == result.to_dict()
 
 
+@pytest.mark.slow  # a second objective: compiles every estimator again
 def test_estimated_diagonal_and_mse_loss(matrices):
     objective, params, batch = tp.mlp_problem("gelu", loss="mse", sizes=(4, 5, 4, 3), num=6)
     found = analysis.analyze(
