@@ -48,7 +48,8 @@ def plot_nme_diagonal(
         mags = np.sort(np.abs(flat[index]))[::-1]
         peak = mags[0] if mags.size and mags[0] > 0 else 1.0
         rank = np.arange(1, mags.size + 1) / mags.size
-        rank_ax.plot(rank, np.maximum(mags / peak, 1e-12), color=color, label=name)
+        label = name if mags[0] > 0 else f"{name}: exactly 0"
+        rank_ax.plot(rank, np.maximum(mags / peak, 1e-12), color=color, label=label)
     rank_ax.set(xscale="log", yscale="log", ylim=(1e-8, 2), xlabel="rank / layer size")
     rank_ax.set_ylabel("|diag NME| / layer max")
     rank_ax.set_title(f"sorted |diag NME| per layer ({kind})", fontsize=10)
@@ -59,6 +60,9 @@ def plot_nme_diagonal(
     positions = np.arange(len(names))
     bar_ax.bar(positions - 0.2, [s.fraction_above for s in stats], 0.4, label="frac > 1e-3·max")
     bar_ax.bar(positions + 0.2, [s.top_k_share for s in stats], 0.4, label="top-1% share of Σ|d|")
+    for position, layer in zip(positions, stats, strict=True):
+        if layer.max_abs == 0:
+            bar_ax.annotate("diag = 0", (position, 0.02), ha="center", fontsize=8)
     bar_ax.set_xticks(positions, names, rotation=30, ha="right", fontsize=7)
     bar_ax.set_ylim(0, 1.05)
     bar_ax.set_title("sparsity and concentration per layer", fontsize=10)
