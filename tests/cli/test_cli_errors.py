@@ -214,7 +214,7 @@ CASES: dict[str, Case] = {
         ("analyze", "--workdir", "{tmp}/run"), "{tmp}/run", _analysis_workdir(damaged=True)
     ),
     "analyze --out under a file": Case(
-        ("analyze", "--steps", "1", "--out", "{tmp}/file/out"), "{tmp}/file", _file("file")
+        ("analyze", "--epochs", "1", "--out", "{tmp}/file/out"), "{tmp}/file", _file("file")
     ),
 }
 
