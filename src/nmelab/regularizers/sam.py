@@ -3,9 +3,8 @@
 Weight decay and the ascent step. With L2 weight decay λ there are two ways to run SAM, and they
 are different algorithms:
 
-* ``weight_decay=0`` (the default; the config key ``sam_weight_decay_in_loss=False``): the ascent
-  step sees the data loss only, ``ε = ρ·g/‖g‖`` with ``g = ∇L(θ)``, and the optimizer adds
-  ``λ·m ⊙ θ`` to the returned direction ``∇L(θ + ε)``.
+* ``weight_decay=0`` (the default): the ascent step sees the data loss only, ``ε = ρ·g/‖g‖``
+  with ``g = ∇L(θ)``, and the optimizer adds ``λ·m ⊙ θ`` to the returned direction ``∇L(θ + ε)``.
 * ``weight_decay=λ`` (google-research/sam, whose ``train_step`` adds ``0.5·λ·Σ‖w‖²`` to the loss
   before SAM's two gradient evaluations): SAM runs on ``F(θ) = L(θ) + (λ/2)‖m ⊙ θ‖²``. The ascent
   direction is ``∇F(θ) = g + λ·m ⊙ θ`` and the reference's update direction is

@@ -14,7 +14,7 @@ Trap: by default the decay term is *not* part of the objective the regularizer s
 step and the gradient penalty are computed on the data loss alone and ``λ·m ⊙ θ`` is added to the
 regularizer's direction here. google-research/sam instead puts ``(λ/2)‖θ‖²`` into the loss that SAM
 perturbs; :class:`nmelab.regularizers.SAM` does that with its ``weight_decay`` hyperparameter (the
-config key ``sam_weight_decay_in_loss``), still leaving the ``λ·m ⊙ θ`` at θ to this optimizer.
+config key ``sam_decay_in_loss``), still leaving the ``λ·m ⊙ θ`` at θ to this optimizer.
 """
 
 from __future__ import annotations
