@@ -10,7 +10,7 @@ BatchNorm), :class:`ResCNN` (residual CNN with BatchNorm, e.g. for MNIST-1D), :c
 ``mlp``            MLP, hidden widths ``(256, 256)``
 ``mlp_tiny``       MLP, hidden widths ``(16, 16)``
 ``cnn``            CNN, 3 conv layers of 32 channels, kernel 5, no BN
-``cnn1d``          same as ``cnn`` (the pilot's MNIST-1D CNN, 10,826 params at 10 classes)
+``cnn1d``          same as ``cnn`` (the MNIST-1D CNN of ``configs/mnist1d_cnn.py``, 10,826 params)
 ``cnn1d_bn``       ``cnn1d`` with BatchNorm ("CNN-BN", 10,922 params + 192 running statistics)
 ``cnn_tiny``       CNN, 2 conv layers of 4 channels, kernel 3, no BN
 ``cnn_bn_tiny``    ``cnn_tiny`` with BatchNorm

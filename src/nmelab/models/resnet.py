@@ -20,6 +20,15 @@ import jax.numpy as jnp
 
 from nmelab.models._common import activation_fn, batch_norm, require_train
 
+__all__ = [
+    "HEAD_INIT_STDDEV",
+    "BottleneckResNetBlock",
+    "ResNet",
+    "ResNet18",
+    "ResNet50",
+    "ResNetBlock",
+]
+
 # all convolutions are bias-free (BatchNorm supplies the shift) and He-normal (fan-out)
 _conv = partial(nn.Conv, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
 

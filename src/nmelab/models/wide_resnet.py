@@ -10,6 +10,8 @@ import jax.numpy as jnp
 
 from nmelab.models._common import activation_fn, batch_norm, require_train
 
+__all__ = ["WideResNet"]
+
 _he_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 

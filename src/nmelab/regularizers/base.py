@@ -32,6 +32,18 @@ from nmelab.curvature.operator import check_inputs
 from nmelab.objective import Objective
 from nmelab.types import Batch, Key, Params, PyTree
 
+__all__ = [
+    "Regularizer",
+    "check_choice",
+    "check_nonnegative",
+    "check_positive_int",
+    "get",
+    "hyperparameters",
+    "names",
+    "register",
+    "static_field",
+]
+
 _REGISTRY: dict[str, type[Regularizer]] = {}
 
 
