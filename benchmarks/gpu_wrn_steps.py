@@ -169,8 +169,11 @@ def build_step(model: Any, reg: Any, tx: Any, compute_dtype: Any) -> Any:
 
 
 def hessian_operator(model: Any, variables: Any, x: Any, y: Any) -> Any:
-    """The Hessian of the eval-mode objective at ``variables`` (built once: the estimators' jit
-    caches on the operator, so a rebuilt closure would recompile)."""
+    """The Hessian of the eval-mode objective at ``variables``.
+
+    Built once per model: the estimators' ``jit`` caches on the operator, so an operator rebuilt
+    around a new closure would compile again on every call.
+    """
     import nmelab
 
     stats = variables["batch_stats"]
