@@ -18,7 +18,7 @@ seconds, XLA's temporary memory) and, when ``$OUT`` is set, rewrites ``$OUT/gpu_
 after every entry, so a run cut short still leaves its results. Entries run cheapest first, the
 two models interleaved, the third-order trace penalties last; programs compile ahead in
 ``--compile-workers`` threads while earlier entries are timed, and a time budget (``--budget``,
-default 400 s) skips whatever would start after it, and an entry waits at most 40 s past it
+default 360 s) skips whatever would start after it, and an entry waits at most 40 s past it
 for its compilation. ResNet-50 runs at batch 256 by default (the
 recipe's 1,024 is ``--resnet-batch 1024``): ``docs/gpu.md`` scales the per-example time.
 """
@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--compile-workers", type=int, default=None, help="default 4 (smoke: 1)")
-    parser.add_argument("--budget", type=float, default=400.0, help="seconds; later entries skip")
+    parser.add_argument("--budget", type=float, default=360.0, help="seconds; later entries skip")
     args = parser.parse_args(argv)
     known = {label for label, _, _ in REGULARIZERS}
     args.regularizers = args.regularizers or [label for label, _, _ in REGULARIZERS]
