@@ -12,8 +12,8 @@ are different algorithms:
   λ and mask there), so this regularizer returns ``∇L(θ + ε) + λ·m ⊙ ε``: the sum is the
   reference's direction. Pass the optimizer's λ and mask here, or the decay is counted wrongly.
 
-The two differ in the direction of ε (the decay pulls it towards ``θ``; for the normalised step this
-matters most when ``‖g‖`` is small against ``λ‖θ‖``, late in training) and by ``λ·m ⊙ ε`` in the
+The two differ in the direction of ε (the decay term tilts it outward along ``m ⊙ θ``; for the
+normalised step this matters most when ``‖g‖`` is small against ``λ‖θ‖``, late in training) and by ``λ·m ⊙ ε`` in the
 update. To first order in ρ both are still gradient penalties (App. B.2), but of ``‖∇F‖`` rather
 than ``‖∇L‖`` in the second case.
 """
