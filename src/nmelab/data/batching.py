@@ -136,15 +136,16 @@ def random_crop_flip(
     edge pixel (``numpy.pad(mode="reflect")``), so the border carries image content, not a flat
     colour. Each image of the ``(N, H, W, C)`` batch gets its own crop offset (uniform in
     ``0..2 * padding`` per axis) and a flip with probability 1/2, all drawn from ``key``: a pure
-    jax function, jittable and deterministic. ``padding`` must be smaller than ``H`` and ``W``.
+    jax function, jittable and deterministic. A padding wider than the image reflects again, as
+    ``numpy.pad`` does.
     """
     if x.ndim != 4:
         raise ValueError(f"x: expected (N, H, W, C) images, got shape {tuple(x.shape)}")
+    if padding < 0:
+        raise ValueError(f"padding: expected >= 0 pixels, got {padding}")
     n, h, w, c = x.shape
     crop_key, flip_key = jax.random.split(key)
     offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)
-    if not 0 <= padding < min(h, w):
-        raise ValueError(f"padding: expected 0 <= padding < {min(h, w)} (image side), got {padding}")
     padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode="reflect")
     out = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c)))(
         padded, offsets
