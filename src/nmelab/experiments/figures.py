@@ -81,6 +81,7 @@ def line_figure(
     style_fn: Callable[[str], Mapping[str, Any]] | None = None,
     chance: float | None = 10.0,
     panel_titles: Mapping[str, str] | None = None,
+    vline: float | None = None,
 ) -> list[Path]:
     """Accuracy against x, one line per ``table["line"]``, one panel per ``table["panel"]``.
 
@@ -94,6 +95,7 @@ def line_figure(
       style_fn: ``line -> matplotlib kwargs`` (color, linestyle, marker).
       chance: chance accuracy in percent, drawn as a dotted line (``None``: none).
       panel_titles: ``panel -> title``.
+      vline: an x to mark with a vertical dotted line (e.g. a pre-registered ρ*).
 
     Returns:
       The PNG and PDF paths.
@@ -136,7 +138,6 @@ def line_figure(
                 his.append(min(hi, 100.0))
             n_div = int((rows["status"] == "diverged").sum())
             n_col = int((rows["status"] == "collapsed").sum())
-            n_seeds = rows.loc[rows["status"] != "missing"].groupby("x").size()
             label = line
             extras = []
             if n_div:
@@ -168,7 +169,8 @@ def line_figure(
                         color=style["color"],
                         annotation_clip=False,
                     )
-            del n_seeds
+        if vline is not None:
+            ax.axvline(vline, color="0.45", linestyle=":", linewidth=1)
         if show_chance:
             ax.axhline(chance, color="0.5", linestyle=":", linewidth=1)
             ax.text(
