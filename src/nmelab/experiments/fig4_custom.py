@@ -26,6 +26,8 @@ from nmelab.experiments import figures
 from nmelab.experiments.base import Experiment, Point, Scale, register
 from nmelab.experiments.fig2_penalty import RHOS, panel_bases, panels, penalty_line, penalty_spec
 
+__all__ = ["AUG_BETAS", "CUSTOM_RHOS", "DIM_LINE", "aug_line"]
+
 CUSTOM_RHOS = {"quick": (0.3, 1.0), "small": (0.3, 1.0), "paper": (0.03, 0.1, 0.3)}
 AUG_BETAS = {"quick": (1.0,), "small": (1.0, 3.0), "paper": (1.0,)}
 DIM_LINE = penalty_line("diminished GELU")

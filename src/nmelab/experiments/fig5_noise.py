@@ -28,6 +28,8 @@ from nmelab.experiments import figures, recipes
 from nmelab.experiments.base import Experiment, Point, Scale, register
 from nmelab.experiments.labels import METHOD_LABELS
 
+__all__ = ["METHODS", "NUM_PROBES", "SIGMA2S", "line"]
+
 SIGMA2S = {
     "quick": (0.0, 1e-3, 3e-3, 1e-2),
     "small": (0.0, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2),

@@ -24,6 +24,8 @@ from nmelab.experiments import figures, recipes
 from nmelab.experiments.base import Experiment, Point, Scale, register
 from nmelab.experiments.fig2_penalty import panel_bases, panels, penalty_line, penalty_spec
 
+__all__ = ["SAM_RHOS", "sam_line"]
+
 SAM_RHOS = {
     "quick": (0.1, 0.3, 1.0),
     "small": (0.1, 0.3, 1.0, 2.0),
