@@ -171,6 +171,7 @@ def line_figure(
                     )
         if vline is not None:
             ax.axvline(vline, color="0.45", linestyle=":", linewidth=1)
+            ax.text(vline, hi_y, " ρ* (pre-registered)", fontsize=7, color="0.35", va="top")
         if show_chance:
             ax.axhline(chance, color="0.5", linestyle=":", linewidth=1)
             ax.text(
