@@ -166,7 +166,9 @@ _COST = {
     "wrn_28_10": {"sgd": 8 * 3600.0, "sam": 16 * 3600.0, "gradient_penalty": 16 * 3600.0},
     "resnet50": {"sgd": 72 * 3600.0, "sam": 144 * 3600.0, "gradient_penalty": 144 * 3600.0},
 }
-_TRACKING_COST = 2.0
+_REFERENCE_EPOCHS = {"mlp": 60, "cnn1d_bn": 20, "rescnn1d": 30, "wrn_28_10": 200, "resnet50": 300}
+"""The epochs the costs above were measured at (a run's cost scales with its epochs)."""
+_TRACKING_COST = 3.0
 """Cost multiplier of a run with curvature tracking (the mechanism runs)."""
 
 _VMAPPED_MODELS = frozenset({"mlp"})
@@ -215,7 +217,9 @@ def training_specs(
         **overrides,
     )
     method = "sgd" if regularizer == "none" else regularizer
-    per_seed = _COST.get(str(config["model"]), {}).get(method, 10.0)
+    model = str(config["model"])
+    per_seed = _COST.get(model, {}).get(method, 10.0)
+    per_seed *= float(config["num_epochs"]) / _REFERENCE_EPOCHS.get(model, config["num_epochs"])
     if (config.get("curvature") or {}).get("every_steps", 0):
         per_seed *= _TRACKING_COST
     num_seeds = int(config["num_seeds"])
