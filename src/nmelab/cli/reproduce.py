@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Killing it and rerunning loses nothing."
         ),
         epilog=(
-            "scales: quick = MNIST-1D on a CPU, 3 seeds (about 15 min on 2 cores); small = 5 "
+            "scales: quick = MNIST-1D on a CPU, 3 seeds (minutes on 2 cores, see README); small = 5 "
             "seeds, extended grids, residual CNN (several CPU hours, ~1 h on a GPU); paper = "
             "CIFAR-10 WRN-28-10 and ImageNet ResNet-50 (needs --data-dir; GPU cluster, use "
             "--shard). --plan lists every run of a scale (experiments, overrides, seeds, cost) "
