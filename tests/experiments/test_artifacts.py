@@ -27,9 +27,13 @@ def test_a_result_with_a_bad_summary_is_set_aside_and_recomputed(tmp_path, capsy
     record = json.loads((run_dir(tmp_path, spec) / RESULT_FILE).read_text())
     write_json_atomic(run_dir(tmp_path, spec) / RESULT_FILE, {**record, "summary": 5})
     (tmp_path / INVOCATIONS_FILE).write_text("{}\nnot json\n")
-    with pytest.warns(UserWarning, match="damaged run record"):
+    with pytest.warns(UserWarning) as caught:
         code = main(["reproduce", "--out", str(tmp_path), "--experiments", "b4", "--workers", "1"])
     assert code == 0
+    messages = [str(w.message) for w in caught]
+    assert any("damaged run record" in m and str(spec.run_id) in m for m in messages)
+    assert any("invocations.jsonl:1: skipped" in m for m in messages)  # the {} line
+    assert any("invocations.jsonl:2: skipped" in m for m in messages)
     assert (tmp_path / DAMAGED_DIR / f"{spec.run_id}.0" / RESULT_FILE).exists()  # kept, not lost
     out = capsys.readouterr().out
     assert "1 run now" in out

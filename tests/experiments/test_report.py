@@ -97,8 +97,11 @@ def test_every_experiment_defines_points_at_every_scale():
 
 
 def test_setup_text_comes_from_the_recipe():
+    from nmelab.experiments import recipes
+
+    epochs = recipes.recipe_dict(recipes.Recipe("mnist1d_cnn_bn.py", "scale=quick"))["num_epochs"]
     text = base.get("fig2").describe(QUICK)
-    assert "MNIST-1D" in text and "cnn1d_bn" in text and "20 epochs" in text
+    assert "MNIST-1D" in text and "cnn1d_bn" in text and f"{epochs:g} epochs" in text
     assert "ρ* = 0.3" in text
 
 

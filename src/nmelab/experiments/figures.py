@@ -136,8 +136,9 @@ def line_figure(
                 hi = interval.hi if math.isfinite(interval.hi) else interval.estimate
                 los.append(max(lo, lo_y - pad))
                 his.append(min(hi, 100.0))
-            n_div = int((rows["status"] == "diverged").sum())
-            n_col = int((rows["status"] == "collapsed").sum())
+            seeds = rows.drop_duplicates(["run_id", "seed"])  # a reference run repeats over x
+            n_div = int((seeds["status"] == "diverged").sum())
+            n_col = int((seeds["status"] == "collapsed").sum())
             label = line
             extras = []
             if n_div:
