@@ -133,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
         parse_shard(args.shard)
     except ValueError as err:
         raise UsageError(f"--shard: {err}") from None
+    data_dir = args.data_dir or ("DATA_DIR" if args.plan else None)  # a plan runs nothing
     try:
-        scale = experiments.get_scale(args.scale, args.data_dir, args.seeds)
+        scale = experiments.get_scale(args.scale, data_dir, args.seeds)
     except ValueError as err:
         flag = "--data-dir" if "data_dir" in str(err) else "--seeds"
         raise UsageError(f"{flag}: {err}") from None
