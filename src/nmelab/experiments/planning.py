@@ -100,7 +100,8 @@ def plan_text(runs: Sequence[PlannedRun], scale: base.Scale) -> str:
     seeds = sum(len(r.seeds) for r in runs)
     lines.append(
         f"{len(runs)} runs at scale {scale.name} ({seeds} trained seeds); compute estimate "
-        f"{_duration(total)} on one worker of the reference 2-core CPU"
+        f"{_duration(total)} of one worker (MNIST-1D runs: one core of a 2-core CPU; CIFAR-10 and "
+        "ImageNet runs: one GPU); rough, for planning only"
     )
     return "\n".join(lines)
 

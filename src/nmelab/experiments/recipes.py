@@ -149,8 +149,9 @@ def run_name(config: Mapping[str, Any]) -> str:
     return f"{config['model']}-{act}-{method}{''.join(parts)}{tracked}".replace("/", "_")
 
 
-# Rough seconds per seed (one worker, one thread, 2-core CPU; measured in the quick run under
-# load and scaled), for scheduling (longest first) and the compute estimate only.
+# Rough seconds per seed at _REFERENCE_EPOCHS (MNIST-1D models: one worker, one thread of a
+# 2-core CPU, measured in a quick run under load and scaled; WRN-28-10 / ResNet-50: GPU-hours as
+# the paper's setups suggest, not measured), for scheduling (longest first) and estimates only.
 _COST = {
     "mlp": {
         "sgd": 5.0,
