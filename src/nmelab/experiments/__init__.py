@@ -43,9 +43,10 @@ Runs are not bitwise identical between invocations on this CPU (accuracies move 
 seed at the edge of stability can switch between "collapsed" and "diverged"). Recipes:
 ``configs/mnist1d_cnn_bn.py`` (CNN-BN, 3 conv layers × 32 channels) for Fig. 2/4/6,
 ``configs/mnist1d_mlp.py`` (MLP 40-256-256-10) for Fig. 3/5 and (20 epochs) the mechanism.
-Grids: ρ ∈ {0, 0.1, 0.3, 1} (ρ* = 0.3); augmented ReLU / diminished GELU at ρ ∈ {0.3, 1}; SAM at
-ρ ∈ {0.1, 0.3, 1}; β ∈ {1, 3, 10, 30} at ρ = 0.1 (the paper's value, primary) and 0.3;
-σ² ∈ {0, 1e-3, 3e-3, 1e-2}.
+Grids (at this scale every ρ and σ² enters a claim; the full curves are the ``small`` scale's):
+ρ ∈ {0, 0.3, 1} (ρ* = 0.3); augmented ReLU / diminished GELU at ρ ∈ {0.3, 1}; SAM at
+ρ ∈ {0.3, 1}; β ∈ {1, 3, 10, 30} at ρ = 0.1 (the paper's value, primary) and 0.3;
+σ² ∈ {0, 3e-3, 1e-2}; CNN-BN 15 epochs; Fig. 5 without our NME-trace line.
 
 ``small`` - 5 seeds, extended grids (ρ up to 2, six σ², augmented ReLU at β = 1 and 3), the
 residual BN CNN ``rescnn1d`` with weight decay for Fig. 2/4/6 (``configs/mnist1d_rescnn.py``), a
