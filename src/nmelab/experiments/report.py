@@ -247,17 +247,19 @@ def build_report(
     from nmelab import __version__
 
     missing = run_ids - done
-    compute_s = 0.0
+    compute_s = cpu_s = 0.0
     if len(results):
         mine = results[results["run_id"].isin(run_ids)].drop_duplicates("run_id")
         compute_s = float(pd.to_numeric(mine["elapsed_s"], errors="coerce").fillna(0).sum())
+        cpu_s = float(pd.to_numeric(mine.get("cpu_s"), errors="coerce").fillna(0).sum())
     facts = [
         f"Generated {stamp} by nmelab {__version__} on {platform.node()} "
         f"({platform.machine()}, Python {platform.python_version()}).",
         f"Scale `{scale.name}`, {scale.num_seeds} seeds per grid point, experiments: "
         f"{', '.join(names)}.",
         f"Tasks: {len(run_ids)} ({len(run_ids) - len(missing)} finished, {len(missing)} "
-        f"missing); stored compute time {compute_s / 60:.1f} min.",
+        f"missing); stored compute time {compute_s / 60:.1f} min of task wall time, "
+        f"{cpu_s / 60:.1f} min of CPU.",
         *_invocations(root),
     ]
     if info.get("failed"):

@@ -7,7 +7,7 @@ its summary holds per-seed lists, which become one row each.
 
 Columns:
 
-* ``run_id``, ``runner``, ``name``, ``elapsed_s``, ``finished_at``;
+* ``run_id``, ``runner``, ``name``, ``elapsed_s`` (wall), ``cpu_s``, ``finished_at``;
 * ``seed``, ``status`` (``"ok" | "diverged" | "collapsed"``), ``diverged_step``,
   ``test_accuracy``, ``test_loss``, ``train_accuracy``, ``train_loss`` (fractions, as the trainer
   reports them; ``NaN`` for a diverged seed), ``num_classes``;
@@ -149,6 +149,7 @@ def load_results(root: str | Path) -> pd.DataFrame:
             "runner": result.get("runner"),
             "name": result.get("name"),
             "elapsed_s": result.get("elapsed_s"),
+            "cpu_s": result.get("cpu_s"),
             "finished_at": result.get("finished_at"),
         }
         if result.get("runner") == TRAIN_RUNNER:
@@ -157,7 +158,7 @@ def load_results(root: str | Path) -> pd.DataFrame:
         for row in seed_rows(result["summary"]):
             records.append({**base, **row, **flat})
     columns = ["run_id", "runner", "name", "seed", *_PER_SEED, "num_classes", "accuracy", "score",
-               *_DESCRIBED, "elapsed_s", "finished_at"]  # fmt: skip
+               *_DESCRIBED, "elapsed_s", "cpu_s", "finished_at"]  # fmt: skip
     frame = pd.DataFrame.from_records(records)
     for column in columns:
         if column not in frame:

@@ -9,7 +9,9 @@ Layout under the sweep root::
     ROOT/runs/<run_id>/task.json     the runner and config (written before the run starts)
     ROOT/runs/<run_id>/...           whatever the runner writes (the trainer's checkpoints,
                                      metrics.jsonl, summary.json; a computation's arrays)
-    ROOT/runs/<run_id>/result.json   written last, atomically: the task is done
+    ROOT/runs/<run_id>/result.json   written last, atomically: the task is done (with its
+                                     summary, wall time ``elapsed_s`` and CPU time ``cpu_s``
+                                     of every thread of the process that ran it)
     ROOT/runs/<run_id>/error.json    the traceback of the last failed attempt (removed on success)
 
 Guarantees (tested by killing a sweep with SIGKILL and rerunning it):
@@ -413,7 +415,7 @@ def execute(task: Mapping[str, Any], root: str) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(workdir)
     write_json_atomic(workdir / TASK_FILE, dict(task))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         summary = resolve_runner(task["runner"])(
             json.loads(json.dumps(task["config"])), str(workdir)
@@ -445,6 +447,7 @@ def execute(task: Mapping[str, Any], root: str) -> dict[str, Any]:
         **dict(task),
         "summary": summary,
         "elapsed_s": elapsed,
+        "cpu_s": time.process_time() - cpu_start,
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
     }
