@@ -41,20 +41,28 @@ def test_a_result_with_a_bad_summary_is_set_aside_and_recomputed(tmp_path, capsy
     assert {c["verdict"] for c in claims} == {REPRODUCED}
 
 
-def test_a_corrupted_landscape_never_yields_reproduced(tmp_path):
-    spec = _only_spec("fig1")
-    pipeline.reproduce("quick", ["fig1"], tmp_path, workers=1, console=_quiet())
-    archive = run_dir(tmp_path, spec) / "landscape.npz"
+@pytest.mark.parametrize(
+    ("name", "archive_name", "key"),
+    [
+        ("b4", "b4.npz", "closed_pusam"),
+        pytest.param("fig1", "landscape.npz", "a_values", marks=pytest.mark.slow),
+    ],
+)
+def test_a_corrupted_archive_never_yields_reproduced(tmp_path, name, archive_name, key):
+    spec = _only_spec(name)
+    pipeline.reproduce("quick", [name], tmp_path, workers=1, console=_quiet())
+    archive = run_dir(tmp_path, spec) / archive_name
     archive.write_bytes(b"PK\x03\x04 corrupted" + bytes(64))
-    with pytest.warns(UserWarning):
-        report = build_report(tmp_path, ["fig1"], QUICK, load_results(tmp_path))
+    with pytest.warns(UserWarning, match=archive_name):
+        report = build_report(tmp_path, [name], QUICK, load_results(tmp_path))
     assert {c.verdict for c in report.claims} == {NOT_COMPUTED}
-    # the next run sets it aside and recomputes it
-    with pytest.warns(UserWarning, match="landscape.npz"):
-        result = pipeline.reproduce("quick", ["fig1"], tmp_path, workers=1, console=_quiet())
+    # the next run sets it aside (kept) and recomputes it
+    with pytest.warns(UserWarning, match=archive_name):
+        result = pipeline.reproduce("quick", [name], tmp_path, workers=1, console=_quiet())
     assert result["sweep"].completed == 1
     assert {c.verdict for c in result["claims"]} == {REPRODUCED}
-    assert np.load(archive)["a_values"].size
+    assert np.load(archive)[key].size
+    assert (tmp_path / DAMAGED_DIR / f"{spec.run_id}.0" / archive_name).exists()
 
 
 def _quiet():
