@@ -24,7 +24,7 @@ def get_config(arg=None):
     config = load_config(Path(__file__).with_name("mnist1d_cnn.py"))
     config.model = "rescnn1d"
     config.weight_decay = 5e-4
-    config.weight_decay_mask = "no_bn_bias"
+    config.weight_decay_mask = "no_bn_and_bias"
     if scale == "small":
         config.eval_every_epochs = 0
         config.checkpoint_every_steps = 0

@@ -6,6 +6,8 @@ values over keys are tested in test_regularizer_estimators.py.
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,10 +202,11 @@ def test_penalty_probes_are_those_of_the_trace_estimator():
     # same key, same probes: the penalty's (2/σ²)(value − L) is the mean of nmelab.trace's samples
     objective, params, batch = problem_for("tanh")
     key, sigma = jax.random.key(8), 0.5
-    for name, op_fn in (("hessian_trace", nmelab.hessian), ("nme_trace", nmelab.nme)):
-        reg = regularizers.get(name, sigma=sigma, num_probes=3)
+    cases = [("hessian_trace", nmelab.hessian), ("nme_trace", nmelab.nme)]
+    for (name, op_fn), probe in itertools.product(cases, ("gaussian", "rademacher")):
+        reg = regularizers.get(name, sigma=sigma, num_probes=3, probe=probe)
         value, _ = run(reg, objective, params, batch, key)
-        estimate = nmelab.trace(op_fn(objective, params, batch), key, 3)
+        estimate = nmelab.trace(op_fn(objective, params, batch), key, 3, probe=probe)
         penalty = (value - objective.value(params, batch)) / (0.5 * sigma**2)
         np.testing.assert_allclose(penalty, estimate.value, rtol=1e-10)
 

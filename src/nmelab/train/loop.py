@@ -251,7 +251,13 @@ def setup(config: ml_collections.ConfigDict, dataset: Any = None) -> Setup:
         seed_batching=resolve_seed_batching(config.seed_batching, param_shapes),
     )
     program = make_program(spec)
-    regularizer = regularizers.get(config.regularizer, **config.regularizer_params.to_dict())
+    regularizer_params = config.regularizer_params.to_dict()
+    if config.sam_decay_in_loss and "weight_decay" in regularizers.hyperparameters(
+        config.regularizer
+    ):  # SAM/USAM perturb L + (λ/2)‖m ⊙ θ‖² with the optimizer's λ and mask (google-research/sam)
+        regularizer_params["weight_decay"] = float(config.weight_decay)
+        regularizer_params["weight_decay_mask"] = config.weight_decay_mask
+    regularizer = regularizers.get(config.regularizer, **regularizer_params)
     num_params = models.param_count(param_shapes)
     return Setup(config, source, program, regularizer, steps_per_epoch, total_steps, num_params)
 
@@ -711,6 +717,7 @@ class _Loop:
             "activation": config.activation,
             "regularizer": config.regularizer,
             "regularizer_params": config.regularizer_params.to_dict(),
+            "regularizer_record": run.regularizer.record(),
         }
         metrics_io.write_json(self.workdir / "summary.json", summary)
         return metrics_io.to_jsonable(summary)
