@@ -95,6 +95,8 @@ from nmelab.experiments import fig5_noise  # noqa: F401
 from nmelab.experiments import fig6_sam  # noqa: F401
 from nmelab.experiments import b4_pusam  # noqa: F401
 from nmelab.experiments import mechanism  # noqa: F401
+from nmelab.experiments import sparsity  # noqa: F401
+from nmelab.experiments import ablation_estimators  # noqa: F401
 
 from nmelab.experiments.base import SCALES, Experiment, Point, Scale, get, get_scale, names
 from nmelab.experiments.pipeline import reproduce
