@@ -55,7 +55,7 @@ Grids (at this scale every ρ and σ² enters a claim; the full curves are the `
 ρ ∈ {0.3, 1}; β ∈ {1, 3, 10, 30} at ρ = 0.1 (the paper's value, primary) and 0.3;
 σ² ∈ {0, 3e-3, 1e-2}; CNN-BN 15 epochs; Fig. 5 without our NME-trace line. ``sparsity``: MLP
 40-32-32-10 (30 epochs; the exact NME diagonal of all 2,698 parameters), β ∈ {1, 3, 10, 30};
-``estimators``: σ² = 1e-2 (its GN-trace and 1-probe Hessian-trace runs are Fig. 5's).
+``estimators``: σ² = 3e-3 (its GN-trace and 1-probe Hessian-trace runs are Fig. 5's).
 
 ``small`` - 5 seeds, extended grids (ρ up to 2, six σ², augmented ReLU at β = 1 and 3), the
 residual BN CNN ``rescnn1d`` with weight decay for Fig. 2/4/6 (``configs/mnist1d_rescnn.py``), a
