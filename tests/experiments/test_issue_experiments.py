@@ -212,3 +212,9 @@ def test_mechanism_checkpoint_runner_writes_a_record_the_claims_read(tmp_path, m
     fid = mechanism.fidelity_table(table, tmp_path)
     assert set(fid["stage"]) == {"late"} and sorted(fid["rho"]) == [0.01, 0.1]
     assert ((fid["hessian_cosine"] > -1.0001) & (fid["hessian_cosine"] < 1.0001)).all()
+
+
+@pytest.mark.parametrize("name", ["sparsity", "estimators"])
+def test_no_results_are_not_computed(tmp_path, name):
+    claims = _claims(tmp_path, name)
+    assert claims and {c.verdict for c in claims.values()} == {NOT_COMPUTED}
