@@ -12,10 +12,16 @@ Experiments (the registry, :func:`nmelab.experiments.base.names`)
 ``fig2``  accuracy vs ρ, p = 1 gradient penalty, ReLU vs GELU;
 ``fig3``  accuracy vs β of β-GELU, SGD and the penalty;
 ``fig4``  augmented ReLU and diminished GELU under the penalty;
-``fig5``  weight noise, Hessian-, GN- and NME-trace penalties vs σ²;
+``fig5``  weight noise, Hessian-, GN- and NME-trace penalties vs σ² (at ``paper``: CIFAR-10 and
+          ImageNet, GELU and ReLU, and the "+1.6 % on ImageNet" claim);
 ``fig6``  SAM vs penalty SAM, ReLU and GELU;
 ``b4``    penalty USAM at ρ = η/2 vs GD at 2η on a quadratic (exact);
-``mechanism``  second-order fidelity cos(ρHu, Δg) vs ρ per activation, early and late in training.
+``mechanism``  second-order fidelity cos(ρHu, Δg) vs ρ per activation, early and late in training
+          (at ``paper``: measured on the checkpoints of Fig. 2's SGD runs, end of training);
+``sparsity``  §4.3: the NME diagonal of trained β-GELU models (exact entries; fraction above
+          1e-3·max, excess kurtosis, top-1 % mass share, per layer; layer block norms) vs β;
+``estimators``  eq. 20-21 ablation: the GN-trace penalty with the straight-through estimator, and
+          the Hessian-trace penalty with 1 vs 2 probes (claims of no difference).
 
 Adding an experiment is one file (build an :class:`~nmelab.experiments.base.Experiment`, join
 the registry with ``@register``) plus one import line below; the command line, the plan and the
@@ -28,7 +34,8 @@ Every claim's verdict goes through :func:`verdict` (directional claims) or
 :func:`equivalence_verdict` (the paper's "≈" claims); a claim with a missing or damaged run is
 "not computed". The report groups the claims: the paper's primary training claims (the headline,
 with Holm-adjusted verdicts beside the raw ones), secondary/post-hoc claims, exact identities
-(Fig. 1, App. B.4) and our own claims (the mechanism). Each claim counts its diverged and
+(Fig. 1, App. B.4), the paper's analysis claims (§4.3's sparse NME diagonal: a statement about
+measured curvature, not accuracy) and our own claims (the mechanism). Each claim counts its diverged and
 collapsed seeds and states the verdict without them (:mod:`nmelab.experiments.claims`).
 
 Scales, commands and expected times
@@ -46,12 +53,15 @@ seed at the edge of stability can switch between "collapsed" and "diverged"). Re
 Grids (at this scale every ρ and σ² enters a claim; the full curves are the ``small`` scale's):
 ρ ∈ {0, 0.3, 1} (ρ* = 0.3); augmented ReLU / diminished GELU at ρ ∈ {0.3, 1}; SAM at
 ρ ∈ {0.3, 1}; β ∈ {1, 3, 10, 30} at ρ = 0.1 (the paper's value, primary) and 0.3;
-σ² ∈ {0, 3e-3, 1e-2}; CNN-BN 15 epochs; Fig. 5 without our NME-trace line.
+σ² ∈ {0, 3e-3, 1e-2}; CNN-BN 15 epochs; Fig. 5 without our NME-trace line. ``sparsity``: MLP
+40-32-32-10 (30 epochs; the exact NME diagonal of all 2,698 parameters), β ∈ {1, 3, 10, 30};
+``estimators``: σ² = 3e-3 (its GN-trace and 1-probe Hessian-trace runs are Fig. 5's).
 
 ``small`` - 5 seeds, extended grids (ρ up to 2, six σ², augmented ReLU at β = 1 and 3), the
 residual BN CNN ``rescnn1d`` with weight decay for Fig. 2/4/6 (``configs/mnist1d_rescnn.py``), a
 half-learning-rate check of Fig. 2, 5-probe Hessian/NME-trace penalties, a 10k-example test
-set, the mechanism also on the CNN-BN::
+set, the mechanism also on the CNN-BN, ``sparsity`` on an MLP 40-64-64-10 at
+β ∈ {1, 2, 3, 5, 10, 30}, ``estimators`` at σ² ∈ {3e-3, 1e-2}::
 
     nmelab reproduce --scale small --out repro_small --workers 2
 
@@ -62,7 +72,11 @@ so 2-3 h wall with 2 workers on a 2-core machine; the residual-CNN penalty runs 
 ``paper`` - the paper's setups: CIFAR-10 WRN-28-10 (Zagoruyko & Komodakis, cosine decay, 200
 epochs) and ImageNet ResNet-50 (Goyal et al., batch 1024, cosine decay, 300 epochs), 5 seeds,
 data from ``--data-dir`` (``DIR/cifar10``, ``DIR/imagenet``; checked before anything starts),
-recipes ``configs/cifar10_wrn28_10.py`` and ``configs/imagenet_resnet50.py``::
+recipes ``configs/cifar10_wrn28_10.py`` and ``configs/imagenet_resnet50.py``. Fig. 5 has four
+panels (CIFAR-10 / ImageNet × GELU / ReLU); ``sparsity`` trains WRN-28-10 per β and measures
+65,536 sampled exact diagonal entries; ``estimators`` runs on WRN-28-10 at σ² ∈ {1e-3, 3e-3};
+the mechanism trains nothing and reads Fig. 2's SGD checkpoints (a measurement that finds its
+Fig. 2 run unfinished fails with a message; rerun the command)::
 
     nmelab reproduce --scale paper --data-dir /data --out repro_paper --shard $I/$N
 
@@ -95,6 +109,8 @@ from nmelab.experiments import fig5_noise  # noqa: F401
 from nmelab.experiments import fig6_sam  # noqa: F401
 from nmelab.experiments import b4_pusam  # noqa: F401
 from nmelab.experiments import mechanism  # noqa: F401
+from nmelab.experiments import sparsity  # noqa: F401
+from nmelab.experiments import ablation_estimators  # noqa: F401
 
 from nmelab.experiments.base import SCALES, Experiment, Point, Scale, get, get_scale, names
 from nmelab.experiments.pipeline import reproduce

@@ -12,7 +12,8 @@ judges both and says so when the two verdicts differ (the failures drive the res
 with a missing run is "not computed", whatever its partial estimate says.
 
 Claim groups (:data:`GROUPS`): the paper's primary training claims (the headline), its secondary
-or post-hoc ones, exact identities (computed, not trained), and our own claims.
+or post-hoc ones, its analysis claims (the structure of a measured curvature, e.g. §4.3's sparse
+NME diagonal), exact identities (computed, not trained), and our own claims.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ GROUPS = {
     "primary": "The paper's primary training claims (the headline)",
     "secondary": "Secondary or post-hoc claims (extra grid points, pilot-chosen values, our "
     "earlier pre-registration)",
+    "analysis": "The paper's analysis claims (measured curvature structure, not accuracy)",
     "identity": "Exact computations and identities (hold by construction when the code is right)",
     "ours": "Our own claims (the mechanism behind the paper's explanation)",
 }

@@ -19,7 +19,10 @@ Setup per scale (recipes in ``configs/``):
   ρ ∈ {0.003, 0.01, 0.03, 0.1, 0.3} on 256 probe examples, every 5 epochs. "Early" is the first
   measurement after step 0, "late" the last (end of training).
 * ``small``: the same with 5 seeds and 60 epochs, plus the CNN-BN (BN in eval mode).
-* ``paper``: CIFAR-10 WRN-28-10 for ReLU, GELU and the custom activations, 20 epochs.
+* ``paper``: no training of its own: the fidelity is measured at the end of training on the
+  checkpoints of Fig. 2's SGD runs (CIFAR-10 WRN-28-10 and ImageNet ResNet-50, ReLU and GELU, the
+  paper's own trained models; :mod:`nmelab.experiments.mechanism_checkpoints`), so there is only a
+  "late" stage.
 
 Pre-registered claim (:data:`PRIMARY_RHO`): cos(GELU) − cos(ReLU) of ``ρHu`` vs ``Δg`` at
 **ρ = 0.01, end of training** (paper's premise: > 0; margin 0.05 in cosine). It was ρ = 0.1
@@ -68,9 +71,14 @@ MODELS = {
         ("MLP", recipes.Recipe("mnist1d_mlp.py", "scale=small"), 60.0),
         ("CNN-BN", recipes.Recipe("mnist1d_cnn_bn.py", "scale=small"), 30.0),
     ),
-    "paper": (("CIFAR-10", recipes.Recipe("cifar10_wrn28_10.py"), 20.0),),
+    "paper": (
+        ("CIFAR-10", recipes.Recipe("cifar10_wrn28_10.py"), None),
+        ("ImageNet", recipes.Recipe("imagenet_resnet50.py"), None),
+    ),
 }
-PAPER_ACTIVATIONS = ("relu", "gelu", "augmented_relu", "diminished_gelu")
+"""Per scale: (panel, recipe, epochs); ``None``: the Fig. 2 runs' own recipe (``paper``)."""
+PAPER_ACTIVATIONS = ("relu", "gelu")
+PROBE_BATCH_SIZE = 256
 
 
 def _activations(scale: Scale):
@@ -80,7 +88,12 @@ def _activations(scale: Scale):
 
 
 def points(scale: Scale) -> list[Point]:
-    """One SGD run with fidelity tracking per activation (and model at ``small``)."""
+    """One SGD run with fidelity tracking per activation (and model at ``small``).
+
+    At ``paper``: one measurement per seed of each Fig. 2 SGD run (ReLU, GELU, per dataset).
+    """
+    if scale.name == "paper":
+        return _checkpoint_points(scale)
     out = []
     for panel, recipe, epochs in MODELS[scale.name]:
         base = recipes.load(recipe, scale)
@@ -103,19 +116,45 @@ def points(scale: Scale) -> list[Point]:
     return out
 
 
+def _checkpoint_points(scale: Scale) -> list[Point]:
+    from nmelab.experiments import fig2_penalty
+    from nmelab.experiments.mechanism_checkpoints import measurement_spec
+
+    out = []
+    for panel, recipe, base in fig2_penalty.panel_bases(scale):
+        for act in PAPER_ACTIVATIONS:
+            specs = fig2_penalty.penalty_spec(base, recipe, act, 0.0)
+            measured = tuple(measurement_spec(s, FIDELITY_RHOS, PROBE_BATCH_SIZE) for s in specs)
+            out.append(Point(activation_label(act), 0.0, measured, panel))
+    return out
+
+
 def describe(scale: Scale) -> str:
     """The setup in one paragraph, from the recipes."""
     models = "; ".join(
-        f"{recipes.setup_text({**recipes.load(recipe, scale), 'num_epochs': epochs})}"
+        recipes.setup_text(
+            {**recipes.load(recipe, scale), **({"num_epochs": epochs} if epochs else {})}
+        )
         for _, recipe, epochs in MODELS[scale.name]
     )
+    if scale.name == "paper":
+        models = f"the checkpoints of Fig. 2's SGD runs: {models}"
     acts = ", ".join(activation_label(a, p) for a, p in _activations(scale))
     rhos = ", ".join(f"{r:g}" for r in FIDELITY_RHOS)
+    when = (
+        "at the end of training, from the checkpoint, nmelab"
+        if scale.name == "paper"
+        else f"every {TRACK_EVERY_EPOCHS} epochs the trainer"
+    )
+    stages = (
+        "late = end of training"
+        if scale.name == "paper"
+        else ("early = first measurement after step 0, late = end of training")
+    )
     return (
-        f"SGD training ({models}) with {acts}; every {TRACK_EVERY_EPOCHS} epochs the trainer "
-        f"measures, on 256 fixed training examples, the cosine between ρHu and "
-        f"Δg = g(θ+ρu) − g(θ), u = g/‖g‖, for ρ ∈ {{{rhos}}}; early = first measurement after "
-        f"step 0, late = end of training; {scale.num_seeds} seeds."
+        f"SGD training ({models}) with {acts}; {when} measures, on {PROBE_BATCH_SIZE} fixed "
+        f"training examples, the cosine between ρHu and Δg = g(θ+ρu) − g(θ), u = g/‖g‖, for "
+        f"ρ ∈ {{{rhos}}}; {stages}; {scale.num_seeds} seeds."
     )
 
 
@@ -134,11 +173,12 @@ def fidelity_table(table: pd.DataFrame, root: str | Path) -> pd.DataFrame:
     for (line, panel, run_id), seeds in done.groupby(["line", "panel", "run_id"], sort=False):
         path = run_dir(root, run_id) / tracking.CURVATURE_FILE
         records = _read_records(path, tracking)
-        if records is None or len(records) < 2 or not any(r["step"] > 0 for r in records):
+        if records is None or not any(r["step"] > 0 for r in records):
             continue
         later = [r for r in records if r["step"] > 0]
         seed_numbers = sorted(int(s) for s in seeds["seed"])
-        for stage, record in (("early", later[0]), ("late", records[-1])):
+        stages = [("early", later[0])] if len(later) > 1 else []  # one record: a checkpoint's
+        for stage, record in [*stages, ("late", records[-1])]:
             for seed_index, is_diverged in enumerate(record["diverged"]):
                 if is_diverged or seed_index >= len(seed_numbers):
                     continue
