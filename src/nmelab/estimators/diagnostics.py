@@ -24,6 +24,16 @@ from nmelab.estimators import loops, probes
 from nmelab.estimators.probes import Estimate
 from nmelab.types import Key, Params, PyTree
 
+__all__ = [
+    "EXACT_MAX_PARAMS",
+    "GROUPINGS",
+    "BlockNorms",
+    "DiagonalStatistics",
+    "block_norms",
+    "diagonal_statistics",
+    "param_groups",
+]
+
 GROUPINGS: tuple[str, ...] = ("leaf", "layer")
 
 EXACT_MAX_PARAMS = 4096

@@ -46,6 +46,34 @@ from nmelab.curvature.operator import (
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
 
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_UNIT_BATCH_SIZE",
+    "PROBES",
+    "Estimate",
+    "SplitEstimate",
+    "check_batch_size",
+    "check_choice",
+    "check_count",
+    "check_key",
+    "check_operator",
+    "check_probe_arguments",
+    "check_symmetric",
+    "chunked_map",
+    "flat_product",
+    "flat_size_and_dtype",
+    "flatten",
+    "form_context",
+    "matrix_operator",
+    "mean_estimate",
+    "probe_form",
+    "probe_keys",
+    "quadratic_form_fn",
+    "sample_flat_probe",
+    "sample_probe",
+    "split_forms_fn",
+]
+
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
 """Probe distributions: Rademacher (±1, the minimum-variance Hutchinson probe) or standard normal."""
 
