@@ -151,22 +151,27 @@ def _orthogonalize(w: PyTree, basis: PyTree, mask: jax.Array) -> tuple[PyTree, j
     return _axpy(-1.0, _combine(coef, basis), w), coef
 
 
-def _full_pass(args):
-    """Classical Gram-Schmidt of ``w`` against the rows in ``mask``, twice when needed (DGKS)."""
-    w, basis, mask = args
-    w1, coef = _orthogonalize(w, basis, mask)
+def _full_pass(w: PyTree, basis: PyTree, mask: jax.Array) -> tuple[PyTree, jax.Array]:
+    """Classical Gram-Schmidt of ``w`` against the rows in ``mask``, twice when needed (DGKS).
 
-    def again(args):
-        w1, coef = args
-        w2, coef2 = _orthogonalize(w1, basis, mask)
-        return w2, coef + coef2
+    A second pass runs when the first removed more than ``1 − 1/√2`` of ``‖w‖`` ("twice is
+    enough"). The passes are a ``while_loop`` over one copy of the pass, which keeps the compiled
+    step small. Returns ``(w, coefficients summed over the passes)``.
+    """
 
-    return jax.lax.cond(
-        _tree.tree_norm(w1) < _REORTHOGONALIZE_AGAIN * _tree.tree_norm(w),
-        again,
-        lambda args: args,
-        (w1, coef),
-    )
+    def again(carry):
+        _, _, norm_before, norm_after, passes = carry
+        return (passes == 0) | ((passes == 1) & (norm_after < _REORTHOGONALIZE_AGAIN * norm_before))
+
+    def one_pass(carry):
+        w, coef, _, norm, passes = carry
+        w, extra = _orthogonalize(w, basis, mask)
+        return w, coef + extra, norm, _tree.tree_norm(w), passes + 1
+
+    norm = _tree.tree_norm(w)
+    init = (w, jnp.zeros_like(mask), norm, norm, jnp.zeros((), jnp.int32))
+    w, coef, _, _, _ = jax.lax.while_loop(again, one_pass, init)
+    return w, coef
 
 
 def _omega_next(state: _State, j: jax.Array, alpha, beta, beta_prev, eps) -> jax.Array:
@@ -216,7 +221,7 @@ def _lanczos_step(static: tuple[str], context: tuple, state: _State, j: jax.Arra
     full = state.force | lost
 
     def reorthogonalize(w):
-        w, coef = _full_pass((w, state.basis, mask))
+        w, coef = _full_pass(w, state.basis, mask)
         return w, coef[jnp.minimum(j, rows - 1)]
 
     w, extra = jax.lax.cond(full, reorthogonalize, lambda w: (w, jnp.zeros((), dtype)), w)
@@ -227,8 +232,7 @@ def _lanczos_step(static: tuple[str], context: tuple, state: _State, j: jax.Arra
 
     def restart(_):
         r = probes.sample_probe(jax.random.fold_in(key, j), state.v, "gaussian")
-        r, _ = _orthogonalize(r, state.basis, mask)
-        r, _ = _orthogonalize(r, state.basis, mask)
+        r, _ = _full_pass(r, state.basis, mask)
         norm = _tree.tree_norm(r)
         scale = jnp.where(norm > jnp.sqrt(eps), 1 / jnp.where(norm > 0, norm, 1), 0.0)
         return jax.tree.map(lambda leaf: leaf * scale.astype(leaf.dtype), r)
