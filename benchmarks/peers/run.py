@@ -1,6 +1,6 @@
 """One command: nmelab and its PyTorch peers (curvlinops, PyHessian) side by side, into docs.
 
-    python benchmarks/peers/run.py [--venv PATH] [--repeats 5] [--output docs/benchmarks.md]
+    python benchmarks/peers/run.py [--venv PATH] [--repeats 5] [--rounds 1] [--threads N]
 
 Creates (once) a virtual environment for the peers OUTSIDE the repository (default
 ``~/.cache/nmelab/peers-venv``), installs ``torch==2.13.0`` first (pip takes the CPU build where
@@ -59,8 +59,14 @@ def ensure_venv(venv: Path) -> Path:
     return python
 
 
-def run_side(python: str, script: str, repeats: int) -> dict:
+def run_side(python: str, script: str, repeats: int, threads: int | None) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src")]))
+    if threads is not None:  # both frameworks get the same number of compute threads
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["NMELAB_BENCH_THREADS"] = str(threads)
+        if threads == 1:
+            flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
     out = subprocess.run(
         [python, str(HERE / script), str(repeats)],
         check=True,
@@ -118,7 +124,7 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def render(ours_runs, peer_runs, loads, rounds) -> str:
+def render(ours_runs, peer_runs, loads, rounds, threads) -> str:
     cores = os.cpu_count() or 1
     peak = max(loads)
     lines = [
@@ -135,7 +141,12 @@ def render(ours_runs, peer_runs, loads, rounds) -> str:
         f"Each figure is the median over {rounds} alternating rounds of each side's median "
         "time; in brackets the ratio to the same framework's own gradient (nmelab: `jax.grad`, "
         "peers: `torch.autograd.grad`). PyHessian's figures include building its gradient graph, "
-        "except the row that reuses it. All products are float32.",
+        "except the row that reuses it. All products are float32. "
+        + (
+            f"Both frameworks ran with {threads} compute thread(s)."
+            if threads
+            else "Both frameworks used their default thread pools."
+        ),
         "",
     ]
     if peak > cores:
@@ -167,16 +178,17 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=Path("~/.cache/nmelab/peers-venv"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="compute threads per side")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     python = str(ensure_venv(args.venv.expanduser()))
     ours, peers, loads = [], [], [os.getloadavg()[0]]
     for _ in range(args.rounds):
-        ours.append(run_side(sys.executable, "nmelab_side.py", args.repeats))
+        ours.append(run_side(sys.executable, "nmelab_side.py", args.repeats, args.threads))
         loads.append(os.getloadavg()[0])
-        peers.append(run_side(python, "torch_side.py", args.repeats))
+        peers.append(run_side(python, "torch_side.py", args.repeats, args.threads))
         loads.append(os.getloadavg()[0])
-    block = render(ours, peers, loads, args.rounds)
+    block = render(ours, peers, loads, args.rounds, args.threads)
     write(args.output, block)
     print(block)
 

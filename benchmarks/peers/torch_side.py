@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -129,16 +130,16 @@ def measure(model, x, y, mlp: bool, repeats: int):
             ),
         ),
     }
-    ms = time_round_robin({k: f for k, (_, f) in peers.items()}, repeats)
-    return ms
+    return time_round_robin({k: f for k, (_, f) in peers.items()}, repeats)
 
 
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    if "NMELAB_BENCH_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["NMELAB_BENCH_THREADS"]))
     torch.manual_seed(0)
     from importlib.metadata import version
 
-    import curvlinops
     import pyhessian  # noqa: F401
 
     out = {
@@ -151,7 +152,6 @@ def main() -> None:
         "mlp": measure(*mlp_model(), mlp=True, repeats=repeats),
         "cnn": measure(*cnn_model(), mlp=False, repeats=repeats),
     }
-    del curvlinops
     print(json.dumps(out))
 
 
