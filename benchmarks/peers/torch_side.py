@@ -140,8 +140,6 @@ def main() -> None:
     torch.manual_seed(0)
     from importlib.metadata import version
 
-    import pyhessian  # noqa: F401
-
     out = {
         "versions": {
             "torch": torch.__version__,
