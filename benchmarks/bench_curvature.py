@@ -2,7 +2,7 @@
 
     python benchmarks/bench_curvature.py [--repeats 15]
 
-Targets (issue 2), MLP 784-512-512-10, batch 128, float32, CPU: HVP ≤ 1.8, GN·v ≤ 1.5,
+Targets, MLP 784-512-512-10, batch 128, float32, CPU: HVP ≤ 1.8, GN·v ≤ 1.5,
 NME·v ≤ 1.8, joint ≤ 2.3, product after linearizing ≤ 1.3 gradients. For reference, curvlinops'
 HVP costs 2.6 gradients and its GGN product 1.9 on this kind of machine.
 """

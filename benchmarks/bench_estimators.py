@@ -6,12 +6,12 @@ the rounds interleave all functions so that load drifting on a shared machine hi
 the median over rounds is reported (and, as a check on a loaded machine, the ratio of minima).
 Ratios are to the time of one jitted gradient.
 
-Peers measured earlier on this kind of machine (docs: /work/shared/notes/prototype-findings.md),
-as ratios to one gradient in their own framework:
-  Hutchinson trace of H, 10 probes: curvlinops 27, PyHessian 17.
-  20-step power iteration (PyHessian): 26. SciPy eigsh top-1 via curvlinops: 127.
+``--model cnn`` runs the same estimators on the small CNN of ``benchmarks/peers`` (2 conv + 2 dense,
+max-pool, batch 128, 32x32x3), where every estimator takes its Python loop over one jitted step
+(``loop="auto"``; ``--loop compiled`` forces the ``lax`` loops, 20-50x slower there on XLA:CPU).
+The peers on the same workloads: ``benchmarks/peers/run.py`` (docs/benchmarks.md).
 
-Run:  python benchmarks/bench_estimators.py [--repeats 7] [--hidden 1024 1024] [--batch 256]
+Run:  python benchmarks/bench_estimators.py [--model mlp|cnn] [--repeats 7] [--hidden 1024 1024]
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import argparse
 import dataclasses
 import functools
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,10 +30,6 @@ import jax.numpy as jnp
 import nmelab
 from nmelab.curvature.hessian import hessian_vector_product
 
-PEERS = {
-    "trace H (forward-only forms)": "curvlinops 27, PyHessian 17",
-    "lanczos 20 steps (+1 residual)": "PyHessian power-20 26, eigsh 127",
-}
 TARGETS = {"trace H (forward-only forms)": 10, "lanczos 20 steps (+1 residual)": 25}
 
 
@@ -79,16 +77,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--activation", choices=("relu", "gelu"), default="relu")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    parser.add_argument("--loop", choices=("auto", "compiled", "python"), default="auto")
     args = parser.parse_args()
 
     dtype = jnp.float32
     key = jax.random.key(0)
     sizes = [784, *args.hidden, 10]
-    apply_fn, params = mlp(sizes, args.activation, key, dtype)
-    x = jax.random.normal(jax.random.fold_in(key, 1), (args.batch, 784), dtype)
-    y = jax.random.randint(jax.random.fold_in(key, 2), (args.batch,), 0, 10)
-    batch = (x, y)
-    objective = nmelab.Objective(apply_fn, "cross_entropy")
+    if args.model == "mlp":
+        apply_fn, params = mlp(sizes, args.activation, key, dtype)
+        x = jax.random.normal(jax.random.fold_in(key, 1), (args.batch, 784), dtype)
+        y = jax.random.randint(jax.random.fold_in(key, 2), (args.batch,), 0, 10)
+        batch = (x, y)
+        objective = nmelab.Objective(apply_fn, "cross_entropy")
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+        from nmelab_side import problem
+
+        objective, params, batch = problem("cnn")
+        sizes = ["small CNN"]
+    loop = args.loop
     hessian = nmelab.hessian(objective, params, batch)
     gauss_newton = nmelab.gauss_newton(objective, params, batch)
     generic = dataclasses.replace(hessian, product_fn=_hvp_generic)
@@ -103,27 +111,48 @@ def main() -> None:
         "gradient": lambda: grad(params, batch),
         "HVP (forward-over-reverse)": lambda: hvp(objective, params, batch, v),
         "HVP, linearized (product only)": lambda: lin.mv(v),
-        "trace H (forward-only forms)": lambda: nmelab.trace(hessian, probe_key, 10).value,
-        "trace H (linearize + 10 HVPs)": lambda: nmelab.trace(generic, probe_key, 10).value,
-        "trace GN (10 JVP forms)": lambda: nmelab.trace(gauss_newton, probe_key, 10).value,
+        "trace H (forward-only forms)": lambda: (
+            nmelab.trace(hessian, probe_key, 10, loop=loop).value
+        ),
+        "trace H (linearize + 10 HVPs)": lambda: (
+            nmelab.trace(generic, probe_key, 10, loop=loop).value
+        ),
+        "trace GN (10 JVP forms)": lambda: (
+            nmelab.trace(gauss_newton, probe_key, 10, loop=loop).value
+        ),
         "trace_split H/GN/NME, 10 probes": lambda: (
-            nmelab.trace_split(objective, params, batch, probe_key, 10).hessian.value
+            nmelab.trace_split(objective, params, batch, probe_key, 10, loop=loop).hessian.value
         ),
         "GN trace eq. 20, 10 samples": lambda: (
-            nmelab.gn_trace_sampled(objective, params, batch, probe_key, 10).value
+            nmelab.gn_trace_sampled(objective, params, batch, probe_key, 10, loop=loop).value
+        ),
+        "GN trace eq. 20 per example, 1 sample": lambda: (
+            nmelab.gn_trace_sampled(
+                objective, params, batch, probe_key, 1, form="per_example", loop=loop
+            ).value
         ),
         "hutch++ H, 12 products": lambda: (
-            nmelab.trace(hessian, probe_key, 12, method="hutchpp").value
+            nmelab.trace(hessian, probe_key, 12, method="hutchpp", loop=loop).value
         ),
+        "diagonal H, 10 probes": lambda: nmelab.diagonal(hessian, probe_key, 10, loop=loop).stderr,
         "power iteration 20 steps (reference)": lambda: power(lin, v, 20),
         "lanczos 20 steps (+1 residual)": lambda: (
-            nmelab.eigenpairs(hessian, 1, "largest", probe_key, 20).eigenvalues
+            nmelab.eigenpairs(hessian, 1, "largest", probe_key, 20, loop=loop).eigenvalues
         ),
-        "SLQ 1 probe x 20 steps": lambda: nmelab.spectral_density(hessian, probe_key, 1, 20).nodes,
+        "SLQ 1 probe x 20 steps": lambda: (
+            nmelab.spectral_density(hessian, probe_key, 1, 20, loop=loop).nodes
+        ),
+        "fidelity, 3 rho": lambda: (
+            nmelab.second_order_fidelity(
+                objective, params, batch, [1e-1, 1e-2, 1e-3], loop=loop
+            ).hessian.cosine
+        ),
     }
+    if args.model == "cnn":  # the scan of the reference power iteration is the slow loop itself
+        del cases["power iteration 20 steps (reference)"]
     print(
-        f"MLP {'-'.join(map(str, sizes))}, {num_params:,} params, batch {args.batch}, "
-        f"{jnp.dtype(dtype).name}, {args.activation}; {jax.devices()[0].device_kind}; "
+        f"{'-'.join(map(str, sizes))}, {num_params:,} params, batch {batch[0].shape[0]}, "
+        f"loop={loop}; {jax.devices()[0].device_kind}; "
         f"median of {args.repeats} interleaved rounds after warm-up"
     )
     for name, fn in cases.items():  # warm-up: compile everything first
@@ -146,7 +175,7 @@ def main() -> None:
     for name, median in medians.items():
         note = ""
         if name in TARGETS:
-            note = f"target <= {TARGETS[name]}; peers: {PEERS[name]}"
+            note = f"target <= {TARGETS[name]}"
         print(
             f"{name:<38s} {1e3 * median:10.1f} {median / base:11.2f} "
             f"{minima[name] / base_min:12.2f}  {note}"

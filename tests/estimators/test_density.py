@@ -45,7 +45,7 @@ def test_first_component_weights_not_first_eigenvector_nor_unsquared():
     matrix = np.asarray(cases.dense_matrix("hessian"))
     v = _normalized_probes(jax.random.key(0), cases.operator("hessian").params, 1)[0]
     alphas, betas, _ = lanczos_tridiagonal(
-        lambda u: jnp.asarray(matrix) @ u, jnp.asarray(v), 8, jax.random.key(1)
+        matrix_operator(jnp.asarray(matrix)), "tree", jnp.asarray(v), 8, jax.random.key(1)
     )
     theta, s = np.linalg.eigh(np.asarray(tridiagonal_matrix(alphas, betas)))
     first = v @ matrix @ v

@@ -44,18 +44,18 @@ def test_one_spike_and_a_flat_diagonal():
 def test_per_layer_statistics_and_groups():
     _, params, _ = cases.problem()
     groups = param_groups(params, "layer")
-    assert [name for name, _ in groups] == ["[0]", "[1]", "[2]"]
+    assert [name for name, _ in groups] == ["0", "1", "2"]
     leaves = param_groups(params, "leaf")
-    assert [name for name, _ in leaves][:2] == ["[0]['b']", "[0]['w']"]
+    assert [name for name, _ in leaves][:2] == ["0/b", "0/w"]
     sizes = [len(index) for _, index in groups]
     assert sum(sizes) == cases.operator("nme").num_params
     assert np.array_equal(np.sort(np.concatenate([i for _, i in groups])), np.arange(sum(sizes)))
     diag = nmelab.diagonal(cases.operator("nme"), exact=True)
     per_layer = nmelab.diagonal_statistics(diag, by="layer")
-    assert list(per_layer) == ["[0]", "[1]", "[2]"]
-    assert per_layer["[0]"].num_entries == sizes[0]
+    assert list(per_layer) == ["0", "1", "2"]
+    assert per_layer["0"].num_entries == sizes[0]
     # The last layer enters z linearly: its NME diagonal is zero.
-    assert per_layer["[2]"].max_abs == 0.0 and per_layer["[2]"].fraction_above == 0.0
+    assert per_layer["2"].max_abs == 0.0 and per_layer["2"].fraction_above == 0.0
 
 
 def test_relu_nme_diagonal_is_all_zero_statistics():
@@ -89,7 +89,7 @@ def test_exact_block_norms_and_relu_within_layer_zeros(activation):
     op = cases.operator("nme", "mlp", activation)
     matrix = np.asarray(cases.dense_matrix("nme", "mlp", activation))
     blocks = nmelab.block_norms(op)
-    assert blocks.exact and blocks.names == ("[0]", "[1]", "[2]")
+    assert blocks.exact and blocks.names == ("0", "1", "2")
     groups = param_groups(op.params, "layer")
     np.testing.assert_allclose(blocks.norms, _dense_block_norms(matrix, groups), atol=1e-12)
     off_diagonal = blocks.norms[~np.eye(3, dtype=bool)]

@@ -9,16 +9,16 @@ from jax.flatten_util import ravel_pytree
 
 import nmelab
 import toy_problems
+from nmelab._tree import layer_names
 from nmelab.curvature import dense
 from nmelab.estimators.fidelity import (
     METRICS,
     PREDICTORS,
-    _rademacher_like,
     fidelity_rows,
     fidelity_summary,
-    layer_names,
     second_order_fidelity,
 )
+from nmelab.estimators.probes import sample_probe
 
 EPS = np.finfo(np.float64).eps
 RHOS = [0.5, 1e-1, 1e-2]
@@ -121,7 +121,7 @@ def test_matches_dense_twin(tanh_problem, tanh_dense, direction):
         u = jax.grad(objective.value)(params, batch)
         result = second_order_fidelity(objective, params, batch, RHOS)
     elif direction == "random":
-        u = _rademacher_like(key, params)
+        u = sample_probe(key, params)
         result = second_order_fidelity(objective, params, batch, RHOS, "random", key=key)
     else:
         u = toy_problems.random_like(key, params)
@@ -138,11 +138,11 @@ def test_matches_dense_twin(tanh_problem, tanh_dense, direction):
 
 def test_random_direction_is_normalised_rademacher(tanh_problem):
     _, params, _ = tanh_problem
-    probe = _rademacher_like(jax.random.PRNGKey(3), params)
+    probe = sample_probe(jax.random.PRNGKey(3), params)
     values = np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(probe)])
     assert set(np.unique(values)) == {-1.0, 1.0}
     # Different keys give different directions (and so different results).
-    other = _rademacher_like(jax.random.PRNGKey(4), params)
+    other = sample_probe(jax.random.PRNGKey(4), params)
     assert not np.array_equal(values, ravel_pytree(other)[0])
 
 

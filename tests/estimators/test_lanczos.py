@@ -9,7 +9,7 @@ from jax.flatten_util import ravel_pytree
 
 import nmelab
 from nmelab.estimators import matrix_operator
-from nmelab.estimators.lanczos import lanczos_tridiagonal
+from nmelab.estimators.lanczos import lanczos_tridiagonal, tridiagonal_matrix
 
 NAMES = list(cases.OPERATORS)
 
@@ -138,24 +138,99 @@ def test_eigenpairs_bad_inputs():
         nmelab.eigenpairs(asym, 1, "largest", key)
 
 
-@pytest.mark.parametrize("num_segments", [1, 3])
-def test_segmented_scan_gives_the_same_tridiagonal(num_segments):
-    # Large models build the basis in scan segments that carry only the reachable prefix; the
-    # recurrence, restarts included, must not depend on the segmentation.
-    spectrum = jnp.asarray(np.repeat([-2.0, 0.5, 1.0, 3.0], 3))
-    op = matrix_operator(jnp.diag(spectrum) + 0.01 * jnp.ones((12, 12)))
-    v0 = jnp.ones(12) / np.sqrt(12)
-    mv = jax.jit(lambda u: op.mv(u))
-    ref = lanczos_tridiagonal(mv, v0, 10, jax.random.key(0), num_segments=1)
-    got = lanczos_tridiagonal(mv, v0, 10, jax.random.key(0), num_segments=num_segments)
-    assert np.sum(np.asarray(ref[1][:9]) == 0) >= 1  # a breakdown and restart happened
-    for a, b in zip(ref, got, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+def _full_reorthogonalization_lanczos(matrix, v0, num_iters):
+    """The previous implementation's recurrence in numpy: Gram-Schmidt against all, twice."""
+    basis = [v0]
+    alphas, betas = [], []
+    v_prev, beta = np.zeros_like(v0), 0.0
+    for _ in range(num_iters):
+        w = matrix @ basis[-1] - beta * v_prev
+        for _ in range(2):
+            w = w - np.stack(basis).T @ (np.stack(basis) @ w)
+        alphas.append(basis[-1] @ matrix @ basis[-1])
+        beta = np.linalg.norm(w)
+        betas.append(beta)
+        v_prev = basis[-1]
+        basis.append(w / beta)
+    return np.array(alphas), np.array(betas)
 
 
-def test_pytree_and_segmented_path_of_large_models(monkeypatch):
-    # Large models run Lanczos on pytrees (no ravel per step) in scan segments; force that path on a
-    # small model and compare with the dense twin and with the raveled path.
+def _clustered_matrix(size, seed):
+    spectrum = np.concatenate([[-4.0, -3.9], np.linspace(0.0, 1.0, size - 4), [9.9, 10.0]])
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(size, size)))
+    return (basis * spectrum) @ basis.T, spectrum
+
+
+def test_partial_reorthogonalization_matches_full_and_eigh_at_both_ends():
+    # 120 steps on a 300 x 300 matrix whose extremes converge early: plain Lanczos would lose
+    # orthogonality and produce ghost copies; partial reorthogonalization must keep the Ritz values
+    # of the old full-reorthogonalization recurrence and of eigh to 1e-8 at both ends.
+    matrix, spectrum = _clustered_matrix(300, 0)
+    op = matrix_operator(jnp.asarray(matrix))
+    v0 = np.random.default_rng(1).normal(size=300)
+    v0 /= np.linalg.norm(v0)
+    alphas, betas, basis = lanczos_tridiagonal(op, "tree", jnp.asarray(v0), 120, jax.random.key(0))
+    theta = np.linalg.eigvalsh(np.asarray(tridiagonal_matrix(alphas, betas)))
+    ref_a, ref_b = _full_reorthogonalization_lanczos(matrix, v0, 120)
+    ref_theta = np.linalg.eigvalsh(
+        np.diag(ref_a) + np.diag(ref_b[:-1], 1) + np.diag(ref_b[:-1], -1)
+    )
+    ends = np.r_[0, 1, -2, -1]
+    np.testing.assert_allclose(theta[ends], spectrum[ends], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(theta[ends], ref_theta[ends], rtol=0, atol=1e-8)
+    # No ghosts: exactly one Ritz value near each extreme eigenvalue.
+    assert np.sum(np.abs(theta - 10.0) < 1e-6) == 1 and np.sum(np.abs(theta + 4.0) < 1e-6) == 1
+    # Semi-orthogonality of the basis, the invariant partial reorthogonalization maintains.
+    v = np.asarray(basis)[:120]
+    assert np.max(np.abs(v @ v.T - np.eye(120))) < 10 * np.sqrt(np.finfo(np.float64).eps)
+
+
+def test_partial_reorthogonalization_skips_most_full_passes():
+    # The point of the method: far fewer full Gram-Schmidt passes than steps.
+    from nmelab.estimators import lanczos
+
+    matrix, _ = _clustered_matrix(300, 2)
+    op = matrix_operator(jnp.asarray(matrix))
+    v0 = jnp.ones(300) / np.sqrt(300)
+    state = lanczos._State(
+        basis=jnp.zeros((41, 300)).at[0].set(v0),
+        v_prev=jnp.zeros(300),
+        v=v0,
+        alphas=jnp.zeros(40),
+        betas=jnp.zeros(40),
+        anorm=jnp.zeros(()),
+        omega_prev=jnp.zeros(41),
+        omega=jnp.zeros(41).at[0].set(1.0),
+        force=jnp.zeros((), bool),
+        num_full=jnp.zeros((), jnp.int32),
+    )
+    step = jax.jit(lanczos._lanczos_step, static_argnums=0)
+    for j in range(40):
+        state, _ = step(("tree",), (op, jax.random.key(0)), state, jnp.asarray(j))
+    assert 0 < int(state.num_full) < 20
+
+
+def test_python_and_compiled_loops_give_the_same_lanczos_on_a_cnn():
+    op = cases.operator("hessian", "cnn")
+    got = {
+        loop: nmelab.eigenpairs(op, 2, "both", jax.random.key(5), num_iters=12, loop=loop)
+        for loop in ("compiled", "python")
+    }
+    scale = float(np.max(np.abs(np.asarray(got["compiled"].eigenvalues))))
+    for field in ("eigenvalues", "residual_norms"):
+        np.testing.assert_allclose(
+            getattr(got["python"], field), getattr(got["compiled"], field), atol=1e-12 * scale
+        )
+    np.testing.assert_allclose(
+        _stacked_flat(got["python"].eigenvectors),
+        _stacked_flat(got["compiled"].eigenvectors),
+        atol=1e-10,
+    )
+
+
+def test_pytree_path_of_large_models(monkeypatch):
+    # Large models run Lanczos on pytrees (no ravel per step); force that path on a small model
+    # and compare with the dense twin and with the raveled path.
     from nmelab.estimators import lanczos
 
     matrix = np.asarray(cases.dense_matrix("nme"))
@@ -163,7 +238,6 @@ def test_pytree_and_segmented_path_of_large_models(monkeypatch):
     op = cases.operator("nme")
     flat = nmelab.eigenpairs(op, 2, "both", jax.random.key(2), num_iters=op.num_params)
     monkeypatch.setattr(lanczos, "FLAT_MAX_PARAMS", 0)
-    monkeypatch.setattr(lanczos, "SEGMENTED_ABOVE", 0)
     tree = nmelab.eigenpairs(op, 2, "both", jax.random.key(2), num_iters=op.num_params)
     scale = np.max(np.abs(exact))
     np.testing.assert_allclose(tree.eigenvalues, [exact[0], exact[-1]], atol=1e-8 * scale)

@@ -5,8 +5,12 @@
 * :func:`diagonal` (exact or Hutchinson), :func:`diagonal_split` (exact, all three at once),
   :func:`diagonal_statistics` and :func:`block_norms` (the NME's sparse, spiky diagonal and its
   layer structure, section 4.3).
-* :func:`eigenpairs` (Lanczos with full reorthogonalization) and :func:`spectral_density`
+* :func:`eigenpairs` (Lanczos with partial reorthogonalization) and :func:`spectral_density`
   (stochastic Lanczos quadrature) with :func:`density_on_grid`.
+
+Every iterative estimator takes ``loop="auto" | "compiled" | "python"``: a compiled ``lax`` loop,
+or a Python loop over one jitted step for convolutional models on CPU, where XLA runs
+convolutions inside loops 20-50x slower (:mod:`nmelab.estimators.loops`).
 
 Every estimator returns a small frozen pytree record (:class:`Estimate`, :class:`SplitEstimate`,
 :class:`Eigenpairs`, :class:`SpectralDensity`) and takes an explicit ``key``.

@@ -13,23 +13,25 @@ is exact for polynomials ``f`` of degree ``< 2m``. Averaging the rules over prob
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nmelab.curvature.operator import Operator
-from nmelab.estimators import probes
+from nmelab import _tree
+from nmelab.curvature.operator import LinearizedOperator, Operator
+from nmelab.estimators import loops, probes
 from nmelab.estimators.lanczos import (
     check_num_iters,
     lanczos_tridiagonal,
-    normalize,
     operator_space,
+    to_space,
     tridiagonal_matrix,
 )
 from nmelab.types import Key
+
+__all__ = ["SpectralDensity", "default_sigma", "density_on_grid", "spectral_density"]
 
 _DENSITY_BUDGET = 2**27
 """Default chunking: at most this many floats of Lanczos bases ``(m+1)·P`` held at once."""
@@ -119,12 +121,13 @@ def spectral_density(
     *,
     probe: str = "rademacher",
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature of a symmetric operator's spectral density.
 
     For each probe ``v`` (``probes.sample_probe(keys[i], params, probe)`` with
     ``keys = jax.random.split(key, num_probes)``, normalized to unit length), ``m`` Lanczos steps
-    with full reorthogonalization (:func:`~nmelab.estimators.lanczos.lanczos_tridiagonal`) give
+    with partial reorthogonalization (:func:`~nmelab.estimators.lanczos.lanczos_tridiagonal`) give
     ``T = S diag(θ) Sᵀ``; the nodes are ``θ`` and the weights the *squared first components*
     ``S[0, :]²`` of ``T``'s eigenvectors.
 
@@ -145,7 +148,8 @@ def spectral_density(
       num_iters: Lanczos steps ``m >= 1`` per probe (capped at ``P``); the rule is exact for
         polynomials of degree ``< 2m``.
       probe: ``"rademacher"`` (``‖v‖² = P`` exactly) or ``"gaussian"``.
-      batch_size: probes per chunk.
+      batch_size: probes per chunk (compiled loop; the Python loop takes one probe at a time).
+      loop: ``"auto"``, ``"compiled"`` or ``"python"``; see :mod:`nmelab.estimators.loops`.
 
     Returns:
       A :class:`SpectralDensity`; evaluate it with :func:`density_on_grid`.
@@ -164,21 +168,42 @@ def spectral_density(
     basis_floats = (num_iters + 1) * op.num_params
     default = 1 if basis_floats > _SEQUENTIAL_ABOVE else max(1, _DENSITY_BUDGET // basis_floats)
     size = probes.check_batch_size(batch_size, default)
-    return _spectral_density(op, key, num_probes, num_iters, probe, size)
+    python = loops.use_python_loop(loop, op.params)
+    return _spectral_density(op, key, num_probes, num_iters, probe, size, python)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _quadrature(
+    lin: LinearizedOperator, space: str, k: jax.Array, num_iters: int, probe: str, python: bool
+) -> tuple[jax.Array, jax.Array]:
+    """The Gauss rule ``(θ, τ)`` of one probe drawn from key ``k``."""
+    v, _ = _tree.tree_normalize(to_space(space, probes.sample_probe(k, lin.params, probe)))
+    alphas, betas, _ = lanczos_tridiagonal(
+        lin, space, v, num_iters, jax.random.fold_in(k, 1), python=python
+    )
+    theta, vectors = jnp.linalg.eigh(tridiagonal_matrix(alphas, betas))
+    return theta, vectors[0, :] ** 2
+
+
+@loops.driver(static_argnums=(2, 3, 4, 5))
 def _spectral_density(
-    op: Operator, key: Key, num_probes: int, num_iters: int, probe: str, batch_size: int
+    op: Operator,
+    key: Key,
+    num_probes: int,
+    num_iters: int,
+    probe: str,
+    batch_size: int,
+    python: bool,
 ) -> SpectralDensity:
-    matvec, to_space, _ = operator_space(op)
-
-    def quadrature(k: jax.Array) -> tuple[jax.Array, jax.Array]:
-        v = normalize(to_space(probes.sample_probe(k, op.params, probe)))
-        alphas, betas, _ = lanczos_tridiagonal(matvec, v, num_iters, jax.random.fold_in(k, 1))
-        theta, vectors = jnp.linalg.eigh(tridiagonal_matrix(alphas, betas))
-        return theta, vectors[0, :] ** 2
-
+    lin, space = operator_space(op)
     keys = probes.probe_keys(key, num_probes)
-    nodes, weights = probes.chunked_map(quadrature, keys, num_probes, batch_size)
+    if python:  # probes one after another, each a Python loop of jitted Lanczos steps
+        rules = [_quadrature(lin, space, k, num_iters, probe, True) for k in keys]
+        nodes, weights = (jnp.stack(parts) for parts in zip(*rules, strict=True))
+    else:
+        nodes, weights = probes.chunked_map(
+            lambda k: _quadrature(lin, space, k, num_iters, probe, False),
+            keys,
+            num_probes,
+            batch_size,
+        )
     return SpectralDensity(nodes, weights, num_probes * num_iters)

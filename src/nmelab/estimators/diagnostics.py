@@ -11,7 +11,6 @@ are not).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any
 
@@ -19,10 +18,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nmelab import _tree
 from nmelab.curvature.operator import Operator
-from nmelab.estimators import probes
+from nmelab.estimators import loops, probes
 from nmelab.estimators.probes import Estimate
 from nmelab.types import Key, Params, PyTree
+
+__all__ = [
+    "EXACT_MAX_PARAMS",
+    "GROUPINGS",
+    "BlockNorms",
+    "DiagonalStatistics",
+    "block_norms",
+    "diagonal_statistics",
+    "param_groups",
+]
 
 GROUPINGS: tuple[str, ...] = ("leaf", "layer")
 
@@ -38,22 +48,26 @@ EXACT_MAX_PARAMS = 4096
 def param_groups(params: Params, by: str = "layer") -> list[tuple[str, np.ndarray]]:
     """The parameter groups and their indices in :func:`jax.flatten_util.ravel_pytree` order.
 
-    ``by="leaf"``: one group per array leaf, named by its path (``"[0]['w']"``).
-    ``by="layer"``: leaves grouped by their parent path (``[0]['w']`` and ``[0]['b']`` form layer
-    ``"[0]"``; flax's ``['dense_0']['kernel']`` and ``['bias']`` form ``"['dense_0']"``); a leaf at
-    the root is its own group. Groups keep the order of first appearance.
+    ``by="layer"``: leaves grouped by :func:`nmelab._tree.layer_names` (the one naming scheme:
+    ``[{"w", "b"}, ...]`` gives layers ``"0"``, ``"1"``; flax gives ``"params/Dense_0"``; a leaf
+    at the root is its own group). ``by="leaf"``: one group per leaf, named by its whole key path
+    (``"0/w"``, ``"params/Dense_0/kernel"``). Groups keep the order of first appearance.
 
     Returns:
       ``[(name, flat_indices)]``.
     """
     probes.check_choice(by, "by", GROUPINGS)
-    paths, _ = jax.tree_util.tree_flatten_with_path(params)
+    if by == "layer":
+        names = _tree.layer_names(params)
+    else:
+        names = [
+            "/".join(_tree.key_name(k) for k in path) or "params"
+            for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+        ]
     groups: dict[str, list[np.ndarray]] = {}
     offset = 0
-    for path, leaf in paths:
+    for name, leaf in zip(names, jax.tree.leaves(params), strict=True):
         size = math.prod(jnp.shape(leaf))
-        group_path = path if by == "leaf" or len(path) <= 1 else path[:-1]
-        name = jax.tree_util.keystr(tuple(group_path)) or "<root>"
         groups.setdefault(name, []).append(np.arange(offset, offset + size))
         offset += size
     return [(name, np.concatenate(parts)) for name, parts in groups.items()]
@@ -207,6 +221,7 @@ def block_norms(
     key: Key | None = None,
     num_probes: int = 10,
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> BlockNorms:
     """Frobenius norms of the blocks ``A_ab`` of ``op`` between parameter groups (leaves/layers).
 
@@ -226,6 +241,7 @@ def block_norms(
       key: the random key (required when estimating).
       num_probes: probes per group when estimating (``>= 2`` for a stderr).
       batch_size: products per chunk when estimating (default 16).
+      loop: ``"auto"``, ``"compiled"`` or ``"python"``; see :mod:`nmelab.estimators.loops`.
 
     Returns:
       A :class:`BlockNorms`.
@@ -253,7 +269,15 @@ def block_norms(
     for g, (_, index) in enumerate(groups):
         group_ids[index] = g
     samples = np.asarray(
-        _block_samples(op, key, jnp.asarray(group_ids), len(groups), num_probes, size),
+        _block_samples(
+            op,
+            key,
+            jnp.asarray(group_ids),
+            len(groups),
+            num_probes,
+            size,
+            loops.use_python_loop(loop, op.params),
+        ),
         dtype=np.float64,
     )  # (G_b, n, G_a)
     squared = samples.mean(axis=1).T  # rows a, columns b
@@ -269,21 +293,31 @@ def block_norms(
     )
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _block_sample(num_groups: int, context: tuple, item: tuple) -> jax.Array:
+    """Per-group ``‖(A v)_a‖²`` for a Rademacher ``v`` supported on one group."""
+    lin, group_ids = context
+    group, k = item
+    num, dtype = probes.flat_size_and_dtype(lin.params)
+    v = probes.sample_flat_probe(k, num, dtype, "rademacher") * (group_ids == group)
+    av = probes.flat_product(lin, v.astype(dtype))
+    return jax.ops.segment_sum(av**2, group_ids, num_segments=num_groups)
+
+
+@loops.driver(static_argnums=(3, 4, 5))
 def _block_samples(
-    op: Operator, key: Key, group_ids: jax.Array, num_groups: int, num_probes: int, batch_size: int
+    op: Operator,
+    key: Key,
+    group_ids: jax.Array,
+    num_groups: int,
+    num_probes: int,
+    batch_size: int,
+    python: bool,
 ) -> jax.Array:
-    num, dtype = probes.flat_size_and_dtype(op.params)
-    matvec = probes.flat_matvec_fn(op)
-
-    def sample(item):
-        group, k = item
-        v = probes.sample_flat_probe(k, num, dtype, "rademacher") * (group_ids == group)
-        av = matvec(v.astype(dtype))
-        return jax.ops.segment_sum(av**2, group_ids, num_segments=num_groups)
-
     total = num_groups * num_probes
     groups = jnp.repeat(jnp.arange(num_groups), num_probes)
     keys = probes.probe_keys(key, total)
-    out = probes.chunked_map(sample, (groups, keys), total, batch_size)
+    context = (op.linearize(), group_ids)
+    out = loops.map_chunks(
+        _block_sample, num_groups, context, (groups, keys), total, batch_size, python
+    )
     return out.reshape(num_groups, num_probes, num_groups)

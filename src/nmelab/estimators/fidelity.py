@@ -20,7 +20,6 @@ for a training log; :func:`fidelity_rows` into table rows.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nmelab import validation
+from nmelab import _tree, validation
 from nmelab.curvature.operator import check_inputs
 from nmelab.curvature.split import split_product
+from nmelab.estimators import loops, probes
 from nmelab.objective import Objective
 from nmelab.types import Batch, Key, Params, PyTree
 
@@ -93,7 +93,7 @@ class FidelityResult:
       rounding_floor: ``eps · ‖g(θ)‖ / ‖Δg‖``, the order of magnitude of the relative rounding error
         of ``Δg`` (a difference of two gradients). Residuals near or below it are noise: in
         float32 with small ρ this is the first thing to check.
-      layers: ``layer name -> BlockFidelity``; see :func:`layer_names` for the grouping.
+      layers: ``layer name -> BlockFidelity``; see :func:`nmelab._tree.layer_names` for the grouping.
     """
 
     rho: jax.Array
@@ -108,58 +108,6 @@ class FidelityResult:
 for _cls in (PredictorFidelity, BlockFidelity, FidelityResult):
     jax.tree_util.register_dataclass(
         _cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[]
-    )
-
-
-def _key_name(key: Any) -> str:
-    if isinstance(key, jax.tree_util.DictKey):
-        return str(key.key)
-    if isinstance(key, jax.tree_util.SequenceKey):
-        return str(key.idx)
-    if isinstance(key, jax.tree_util.GetAttrKey):
-        return key.name
-    if isinstance(key, jax.tree_util.FlattenedIndexKey):
-        return str(key.key)
-    return str(key)
-
-
-def layer_names(params: Params) -> list[str]:
-    """Return the layer of each leaf of ``params``, in :func:`jax.tree.leaves` order.
-
-    A leaf's layer is its key path minus the last key, joined with ``/``: ``[{"w", "b"}, ...]``
-    (a list of dicts) gives layers ``"0"``, ``"1"``, ...; flax's ``{"params": {"Dense_0":
-    {"kernel", "bias"}}}`` gives ``"params/Dense_0"``; nested modules give ``"Block_0/Dense_0"``.
-    A leaf that sits directly under the root (``{"conv1": array, ...}``) is its own layer,
-    ``"conv1"``; a bare array is the layer ``"params"``.
-    """
-    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    names = []
-    for path in paths:
-        keys = [_key_name(k) for k in path]
-        names.append("/".join(keys[:-1]) or "/".join(keys) or "params")
-    return names
-
-
-def _tree_norm(tree: PyTree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
-
-
-def _normalize(tree: PyTree) -> PyTree:
-    norm = _tree_norm(tree)
-    scale = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
-    return jax.tree.map(lambda leaf: (leaf * scale).astype(leaf.dtype), tree)
-
-
-def _rademacher_like(key: Key, params: Params) -> PyTree:
-    """±1 entries shaped like ``params``; leaf ``i`` uses ``split(key, num_leaves)[i]``."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(
-        treedef,
-        [
-            jax.random.rademacher(k, jnp.shape(leaf), jnp.result_type(leaf))
-            for k, leaf in zip(keys, leaves, strict=True)
-        ],
     )
 
 
@@ -205,7 +153,19 @@ def _block(metrics: dict[str, jax.Array], delta_norm: jax.Array, b: int) -> Bloc
     return BlockFidelity(**predictors, delta_norm=delta_norm[b])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
+def _gradient(objective: Objective, context: tuple) -> PyTree:
+    params, batch = context
+    return jax.grad(objective.value)(params, batch)
+
+
+def _gradient_change(objective: Objective, context: tuple, rho: jax.Array) -> PyTree:
+    """``Δg(ρ) = g(θ + ρu) − g(θ)``."""
+    params, batch, u, g = context
+    shifted = jax.tree.map(lambda p, v: p + (rho * v).astype(p.dtype), params, u)
+    return jax.tree.map(jnp.subtract, _gradient(objective, (shifted, batch)), g)
+
+
+@loops.driver(static_argnums=(0, 5))
 def _fidelity(
     objective: Objective,
     params: Params,
@@ -213,25 +173,31 @@ def _fidelity(
     rhos: jax.Array,
     direction: PyTree,
     mode: str,
+    python: bool,
 ) -> FidelityResult:
-    gradient_fn = jax.grad(objective.value)
-    g = gradient_fn(params, batch)
+    g = loops.call(_gradient, objective, (params, batch), python)
     if mode == "gradient":
-        u = _normalize(g)
+        u, _ = _tree.tree_normalize(g)
     elif mode == "random":
-        u = _normalize(_rademacher_like(direction, params))
+        u, _ = _tree.tree_normalize(probes.sample_probe(direction, params, "rademacher"))
     else:
-        u = _normalize(direction)
+        u, _ = _tree.tree_normalize(direction)
 
     # One joint forward-over-reverse product gives H u, GN u and NME u (independent of ρ) ...
     products = split_product(objective, params, batch, u)
 
-    # ... and one gradient per ρ, batched over ρ.
-    def gradient_change(rho):
-        shifted = jax.tree.map(lambda p, v: p + (rho * v).astype(p.dtype), params, u)
-        return jax.tree.map(jnp.subtract, gradient_fn(shifted, batch), g)
-
-    deltas = jax.vmap(gradient_change)(rhos)
+    # ... and one gradient per ρ: batched with vmap, or one after another in the Python loop
+    # (a vmap over shifted conv kernels is a grouped convolution, slow on XLA:CPU).
+    num_rhos = rhos.shape[0]
+    deltas = loops.map_chunks(
+        _gradient_change,
+        objective,
+        (params, batch, u, g),
+        rhos,
+        num_rhos,
+        1 if python else num_rhos,
+        python,
+    )
 
     # Per-leaf sums, stacked over leaves, then summed into blocks: [whole model, layer 1, ...].
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *products)
@@ -239,7 +205,7 @@ def _fidelity(
         _leaf_sums(rhos, d, a)
         for d, a in zip(jax.tree.leaves(deltas), jax.tree.leaves(stacked), strict=True)
     ]
-    groups = layer_names(params)
+    groups = _tree.layer_names(params)
     names = list(dict.fromkeys(groups))
     membership = np.array([[1.0] * len(groups)] + [[g == n for g in groups] for n in names])
     dd, aa, ad, rr = (
@@ -256,7 +222,7 @@ def _fidelity(
         gauss_newton=whole.gauss_newton,
         nme=whole.nme,
         delta_norm=whole.delta_norm,
-        rounding_floor=eps * _tree_norm(g) / whole.delta_norm,
+        rounding_floor=eps * _tree.tree_norm(g) / whole.delta_norm,
         layers={name: _block(metrics, delta_norm, b + 1) for b, name in enumerate(names)},
     )
 
@@ -297,6 +263,7 @@ def second_order_fidelity(
     direction: str | PyTree = "gradient",
     *,
     key: Key | None = None,
+    loop: str = "auto",
 ) -> FidelityResult:
     """Compare the autodiff prediction ``ρ H u`` with the gradient change ``Δg`` of a step ``ρu``.
 
@@ -307,7 +274,7 @@ def second_order_fidelity(
     For ``u = g/‖g‖`` the left side is what SAM's second gradient (eq. 42) sees and ``ρ H u`` is the
     Hessian-gradient product of the explicit gradient penalty (eq. 8). For each ρ the result holds
     the cosine, the norm ratio ``‖Δg‖/‖ρAu‖`` and the residual ``‖Δg − ρAu‖/‖Δg‖`` of each
-    predictor ``A ∈ {H, GN, NME}``, over all parameters and per layer (:func:`layer_names`).
+    predictor ``A ∈ {H, GN, NME}``, over all parameters and per layer (:func:`nmelab._tree.layer_names`).
 
     What to expect: for a loss quadratic in θ the prediction is exact at every ρ (cosine 1, residual
     at rounding level). For a smooth (GELU, tanh) network the residual falls like ``O(ρ)``. For a
@@ -327,7 +294,8 @@ def second_order_fidelity(
         residual can be dominated by rounding, not by the kinks: compare it with the floor.
       * At a stationary point (``g = 0``) the gradient direction is undefined: ``u`` is set to 0
         and the ratios are NaN. Use ``direction="random"`` there.
-      * ``key`` is only read for ``direction="random"``.
+      * ``key`` is only read for ``direction="random"`` (the probe of
+        :func:`nmelab.estimators.probes.sample_probe`).
 
     Args:
       objective: the model and loss.
@@ -338,6 +306,8 @@ def second_order_fidelity(
       direction: ``"gradient"`` (``u = g/‖g‖``, SAM's direction), ``"random"`` (Rademacher,
         normalised; needs ``key``) or a pytree like ``params`` (normalised here).
       key: the ``jax.random`` key for ``direction="random"``.
+      loop: ``"auto"``, ``"compiled"`` or ``"python"`` (the gradients per ρ one after another);
+        see :mod:`nmelab.estimators.loops`.
 
     Returns:
       A :class:`FidelityResult` whose arrays have a leading axis over ``rho`` (size 1 for a
@@ -350,6 +320,7 @@ def second_order_fidelity(
         the params', a zero direction, or a malformed batch.
     """
     check_inputs(objective, params, batch)
+    python = loops.use_python_loop(loop, params)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     rhos = _check_rho(rho, dtype)
     if isinstance(direction, str):
@@ -360,16 +331,16 @@ def second_order_fidelity(
         if direction == "random":
             if key is None:
                 raise ValueError("direction='random' needs a key: pass key=jax.random.PRNGKey(...)")
-            return _fidelity(objective, params, tuple(batch), rhos, key, "random")
-        return _fidelity(objective, params, tuple(batch), rhos, None, "gradient")
+            return _fidelity(objective, params, tuple(batch), rhos, key, "random", python)
+        return _fidelity(objective, params, tuple(batch), rhos, None, "gradient", python)
     validation.check_like(direction, params, "direction")
     direction = jax.tree.map(
         lambda d, p: jnp.asarray(d, dtype=jnp.result_type(p)), direction, params
     )
     if all(validation.is_concrete(leaf) for leaf in jax.tree.leaves(direction)):
-        if float(_tree_norm(direction)) == 0.0:
+        if float(_tree.tree_norm(direction)) == 0.0:
             raise ValueError("direction must be nonzero, got a direction of norm 0")
-    return _fidelity(objective, params, tuple(batch), rhos, direction, "given")
+    return _fidelity(objective, params, tuple(batch), rhos, direction, "given", python)
 
 
 def _as_float(x: Any) -> float:
@@ -434,6 +405,5 @@ __all__ = [
     "PredictorFidelity",
     "fidelity_rows",
     "fidelity_summary",
-    "layer_names",
     "second_order_fidelity",
 ]

@@ -10,14 +10,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from nmelab import losses
+from nmelab import _tree, losses
 from nmelab.curvature.operator import Operator, check_inputs
-from nmelab.estimators import probes
+from nmelab.estimators import loops, probes
 from nmelab.estimators.diagonal import check_unit_batch, exact_diagonal_flat
 from nmelab.estimators.hutchpp import hutchpp_trace
 from nmelab.estimators.probes import Estimate, SplitEstimate
@@ -26,6 +24,19 @@ from nmelab.types import Batch, Key, Params
 
 TRACE_METHODS: tuple[str, ...] = ("hutchinson", "hutchpp", "exact")
 GN_TRACE_FORMS: tuple[str, ...] = ("minibatch", "per_example")
+
+__all__ = [
+    "GN_TRACE_FORMS",
+    "TRACE_METHODS",
+    "exact_trace",
+    "gn_trace_from_labels",
+    "gn_trace_sample",
+    "gn_trace_sampled",
+    "hutchinson_trace",
+    "sample_model_labels",
+    "trace",
+    "trace_split",
+]
 
 
 def trace(
@@ -36,6 +47,7 @@ def trace(
     method: str = "hutchinson",
     probe: str = "rademacher",
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> Estimate:
     """Estimate ``tr(A)`` for a curvature operator.
 
@@ -63,7 +75,8 @@ def trace(
       num_probes: probes (Hutchinson) or total products (Hutch++, ``>= 3``); ignored by ``"exact"``.
       method: ``"hutchinson"``, ``"hutchpp"`` or ``"exact"``.
       probe: ``"rademacher"`` or ``"gaussian"``.
-      batch_size: probes evaluated together per ``lax.map`` chunk (default 16; exact: 64).
+      batch_size: probes evaluated together per chunk (default 16; exact: 64).
+      loop: ``"auto"``, ``"compiled"`` or ``"python"``; see :mod:`nmelab.estimators.loops`.
 
     Returns:
       An :class:`~nmelab.estimators.probes.Estimate` with ``value``, ``stderr``, ``num_matvecs`` and
@@ -76,10 +89,10 @@ def trace(
     """
     probes.check_choice(method, "method", TRACE_METHODS)
     if method == "hutchpp":
-        return hutchpp_trace(op, key, num_probes, probe=probe, batch_size=batch_size)
+        return hutchpp_trace(op, key, num_probes, probe=probe, batch_size=batch_size, loop=loop)
     if method == "exact":
-        return exact_trace(op, batch_size=batch_size)
-    return hutchinson_trace(op, key, num_probes, probe=probe, batch_size=batch_size)
+        return exact_trace(op, batch_size=batch_size, loop=loop)
+    return hutchinson_trace(op, key, num_probes, probe=probe, batch_size=batch_size, loop=loop)
 
 
 def hutchinson_trace(
@@ -89,35 +102,35 @@ def hutchinson_trace(
     *,
     probe: str = "rademacher",
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> Estimate:
     """Hutchinson's estimate ``(1/n) Σ_i v_iᵀ A v_i``; see :func:`trace`."""
     num_probes, size = probes.check_probe_arguments(op, key, num_probes, probe, batch_size)
-    return _hutchinson(op, key, num_probes, probe, size)
+    python = loops.use_python_loop(loop, op.params)
+    return _hutchinson(op, key, num_probes, probe, size, python)
 
 
-def exact_trace(op: Operator, *, batch_size: int | None = None) -> Estimate:
+def exact_trace(op: Operator, *, batch_size: int | None = None, loop: str = "auto") -> Estimate:
     """``Σ_i e_iᵀ A e_i`` over the ``P`` unit vectors (``stderr = 0``); see :func:`trace`."""
     probes.check_operator(op)
     size = check_unit_batch(op, batch_size)
-    return _exact_trace(op, size)
+    return _exact_trace(op, size, loops.use_python_loop(loop, op.params))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _hutchinson(op: Operator, key: Key, num_probes: int, probe: str, batch_size: int) -> Estimate:
-    form = probes.quadratic_form_fn(op)
-
-    def sample(k: jax.Array) -> jax.Array:
-        return form(probes.sample_probe(k, op.params, probe))
-
+@loops.driver(static_argnums=(2, 3, 4))
+def _hutchinson(
+    op: Operator, key: Key, num_probes: int, probe: str, batch_size: int, python: bool
+) -> Estimate:
     keys = probes.probe_keys(key, num_probes)
-    return probes.mean_estimate(
-        probes.chunked_map(sample, keys, num_probes, batch_size), num_probes
+    samples = loops.map_chunks(
+        probes.probe_form, probe, probes.form_context(op), keys, num_probes, batch_size, python
     )
+    return probes.mean_estimate(samples, num_probes)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _exact_trace(op: Operator, batch_size: int) -> Estimate:
-    flat = exact_diagonal_flat(op, batch_size)
+@loops.driver(static_argnums=(1,))
+def _exact_trace(op: Operator, batch_size: int, python: bool) -> Estimate:
+    flat = exact_diagonal_flat(op, batch_size, python)
     total = jnp.sum(flat)
     return Estimate(total, jnp.zeros_like(total), int(flat.size))
 
@@ -136,6 +149,7 @@ def trace_split(
     *,
     probe: str = "rademacher",
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> SplitEstimate:
     """Hutchinson estimates of ``tr H``, ``tr GN`` and ``tr NME`` on the same probes (eq. 2, 19).
 
@@ -154,6 +168,7 @@ def trace_split(
       num_probes: the number of shared probes.
       probe: ``"rademacher"`` or ``"gaussian"``.
       batch_size: probes evaluated together per chunk (default 16).
+      loop: ``"auto"``, ``"compiled"`` or ``"python"``; see :mod:`nmelab.estimators.loops`.
 
     Returns:
       A :class:`SplitEstimate` with ``.hessian``, ``.gauss_newton``, ``.nme`` estimates.
@@ -166,10 +181,17 @@ def trace_split(
     num_probes = probes.check_count(num_probes, "num_probes")
     probes.check_choice(probe, "probe", probes.PROBES)
     size = probes.check_batch_size(batch_size, probes.DEFAULT_BATCH_SIZE)
-    return _trace_split(objective, params, tuple(batch), key, num_probes, probe, size)
+    python = loops.use_python_loop(loop, params)
+    return _trace_split(objective, params, tuple(batch), key, num_probes, probe, size, python)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _split_sample(static: tuple, context: tuple, key: jax.Array):
+    objective, probe = static
+    params, batch = context
+    return probes.split_forms_fn(objective, params, batch)(probes.sample_probe(key, params, probe))
+
+
+@loops.driver(static_argnums=(0, 4, 5, 6))
 def _trace_split(
     objective: Objective,
     params: Params,
@@ -178,14 +200,12 @@ def _trace_split(
     num_probes: int,
     probe: str,
     batch_size: int,
+    python: bool,
 ) -> SplitEstimate:
-    forms = probes.split_forms_fn(objective, params, batch)
-
-    def sample(k: jax.Array):
-        return forms(probes.sample_probe(k, params, probe))
-
     keys = probes.probe_keys(key, num_probes)
-    h, gn, nme = probes.chunked_map(sample, keys, num_probes, batch_size)
+    h, gn, nme = loops.map_chunks(
+        _split_sample, (objective, probe), (params, batch), keys, num_probes, batch_size, python
+    )
     return SplitEstimate(*(probes.mean_estimate(s, num_probes) for s in (h, gn, nme)))
 
 
@@ -202,10 +222,6 @@ def _check_cross_entropy(objective: Objective) -> None:
         )
 
 
-def _squared_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
-
-
 def sample_model_labels(objective: Objective, params: Params, x, key: Key) -> jax.Array:
     """Labels ``ŷ_n ~ Cat(softmax z_n)`` drawn independently per example, as constants.
 
@@ -215,6 +231,14 @@ def sample_model_labels(objective: Objective, params: Params, x, key: Key) -> ja
     return jax.random.categorical(key, logits, axis=-1)
 
 
+def _example_sq_norm(objective: Objective, params: Params, example) -> jax.Array:
+    """``‖∇ℓ_n(θ, ŷ_n)‖²`` of one example ``(x_n, ŷ_n)``."""
+    xn, yn = example
+    xn = jax.tree.map(lambda leaf: leaf[None], xn)
+    grad = jax.grad(lambda p: objective.loss_fn(objective.outputs(p, xn), yn[None]))(params)
+    return _tree.tree_sq_norm(grad)
+
+
 def gn_trace_from_labels(
     objective: Objective,
     params: Params,
@@ -222,6 +246,8 @@ def gn_trace_from_labels(
     labels: jax.Array,
     form: str = "minibatch",
     batch_size: int | None = None,
+    *,
+    python: bool = False,
 ) -> jax.Array:
     """One term of eq. 20 for given labels: ``N‖∇L(θ, ŷ)‖²`` or ``(1/N) Σ_n ‖∇ℓ_n(θ, ŷ_n)‖²``.
 
@@ -235,6 +261,8 @@ def gn_trace_from_labels(
       labels: ``(N,)`` integer labels (or ``(N, K)`` probability targets).
       form: ``"minibatch"`` or ``"per_example"``.
       batch_size: examples per chunk for ``"per_example"`` (default 32).
+      python: run the per-example chunks as a Python loop of jitted steps (convolutional models on
+        CPU, :mod:`nmelab.estimators.loops`); not under ``jit``/``grad`` of this function.
 
     Returns:
       The scalar estimate.
@@ -242,16 +270,9 @@ def gn_trace_from_labels(
     num = jax.tree.leaves(x)[0].shape[0]
     if form == "minibatch":
         grad = jax.grad(lambda p: objective.loss_fn(objective.outputs(p, x), labels))(params)
-        return num * _squared_norm(grad)
-
-    def example_norm(example) -> jax.Array:
-        xn, yn = example
-        xn = jax.tree.map(lambda leaf: leaf[None], xn)
-        grad = jax.grad(lambda p: objective.loss_fn(objective.outputs(p, xn), yn[None]))(params)
-        return _squared_norm(grad)
-
+        return num * _tree.tree_sq_norm(grad)
     size = probes.DEFAULT_BATCH_SIZE * 2 if batch_size is None else batch_size
-    norms = probes.chunked_map(example_norm, (x, labels), num, size)
+    norms = loops.map_chunks(_example_sq_norm, objective, params, (x, labels), num, size, python)
     return jnp.mean(norms)
 
 
@@ -291,6 +312,7 @@ def gn_trace_sampled(
     *,
     form: str = "minibatch",
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> Estimate:
     """The sampled-label Gauss-Newton trace of paper eq. 20, averaged over ``num_samples`` draws.
 
@@ -319,6 +341,7 @@ def gn_trace_sampled(
       num_samples: independent label draws averaged.
       form: ``"minibatch"`` or ``"per_example"``.
       batch_size: examples per chunk for ``"per_example"`` (default 32).
+      loop: ``"auto"``, ``"compiled"`` or ``"python"``; see :mod:`nmelab.estimators.loops`.
 
     Returns:
       An :class:`~nmelab.estimators.probes.Estimate` over the draws; ``num_matvecs`` counts
@@ -333,20 +356,38 @@ def gn_trace_sampled(
     probes.check_key(key)
     num_samples = probes.check_count(num_samples, "num_samples")
     size = probes.check_batch_size(batch_size, 2 * probes.DEFAULT_BATCH_SIZE)
-    return _gn_trace_sampled(objective, params, batch[0], key, num_samples, form, size)
+    python = loops.use_python_loop(loop, params)
+    return _gn_trace_sampled(objective, params, batch[0], key, num_samples, form, size, python)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _label_sample(static: tuple, context: tuple, key: jax.Array) -> jax.Array:
+    """One eq. 20 term for labels drawn with ``key`` (a loop step)."""
+    objective, form, batch_size, python = static
+    params, x, logits = context
+    labels = jax.random.categorical(key, logits, axis=-1)
+    return gn_trace_from_labels(objective, params, x, labels, form, batch_size, python=python)
+
+
+@loops.driver(static_argnums=(0, 4, 5, 6))
 def _gn_trace_sampled(
-    objective: Objective, params: Params, x, key: Key, num_samples: int, form: str, batch_size: int
+    objective: Objective,
+    params: Params,
+    x,
+    key: Key,
+    num_samples: int,
+    form: str,
+    batch_size: int,
+    python: bool,
 ) -> Estimate:
     logits = jax.lax.stop_gradient(objective.outputs(params, x))
-
-    def sample(k: jax.Array) -> jax.Array:
-        labels = jax.random.categorical(k, logits, axis=-1)
-        return gn_trace_from_labels(objective, params, x, labels, form, batch_size)
-
-    values = jax.lax.map(sample, probes.probe_keys(key, num_samples))
+    keys = probes.probe_keys(key, num_samples)
+    context = (params, x, logits)
+    if python and form == "per_example":  # draws one after another, examples in jitted chunks
+        static = (objective, form, batch_size, True)
+        values = jnp.stack([_label_sample(static, context, k) for k in keys])
+    else:
+        static = (objective, form, batch_size, False)
+        values = loops.map_chunks(_label_sample, static, context, keys, num_samples, 1, python)
     num = jax.tree.leaves(x)[0].shape[0]
     cost = num_samples * (num if form == "per_example" else 1)
     return probes.mean_estimate(values, cost)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from nmelab.curvature.operator import Operator
-from nmelab.estimators import probes
+from nmelab.curvature.operator import LinearizedOperator, Operator
+from nmelab.estimators import loops, probes
 from nmelab.estimators.probes import Estimate
 from nmelab.types import Key
+
+__all__ = ["hutchpp_trace"]
 
 
 def hutchpp_trace(
@@ -21,6 +21,7 @@ def hutchpp_trace(
     *,
     probe: str = "rademacher",
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> Estimate:
     """Hutch++ trace estimate with ``num_probes`` operator products in all.
 
@@ -50,6 +51,7 @@ def hutchpp_trace(
       num_probes: the total number of operator products, ``>= 3``.
       probe: ``"rademacher"`` or ``"gaussian"`` (used for both ``S`` and the ``g_i``).
       batch_size: products evaluated together per chunk (default 16).
+      loop: ``"auto"``, ``"compiled"`` or ``"python"``; see :mod:`nmelab.estimators.loops`.
 
     Returns:
       An :class:`~nmelab.estimators.probes.Estimate` with ``num_matvecs = 2k + r``.
@@ -62,39 +64,58 @@ def hutchpp_trace(
         op, key, num_probes, probe, batch_size, minimum=3
     )
     num_sketch = min(num_probes // 3, op.num_params)
-    return _hutchpp(op, key, num_sketch, num_probes - 2 * num_sketch, probe, size)
+    python = loops.use_python_loop(loop, op.params)
+    return _hutchpp(op, key, num_sketch, num_probes - 2 * num_sketch, probe, size, python)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _sketch_column(probe: str, lin: LinearizedOperator, key: jax.Array) -> jax.Array:
+    """``A s`` (raveled) for the raveled probe ``s`` drawn with ``key``."""
+    num, dtype = probes.flat_size_and_dtype(lin.params)
+    return probes.flat_product(lin, probes.sample_flat_probe(key, num, dtype, probe))
+
+
+def _flat_form(_: None, op: Operator, q: jax.Array) -> jax.Array:
+    """``qᵀAq`` for a raveled ``q``."""
+    return probes.quadratic_form_fn(op)(ravel_pytree(op.params)[1](q))
+
+
+def _deflated_form(probe: str, context: tuple, key: jax.Array) -> jax.Array:
+    """``wᵀAw`` for ``w = (I − QQᵀ) g``, ``g`` the raveled probe drawn with ``key``."""
+    op, basis = context
+    g = probes.sample_flat_probe(key, basis.shape[0], basis.dtype, probe)
+    return _flat_form(None, op, g - basis @ (basis.T @ g))
+
+
+@loops.driver(static_argnums=(2, 3, 4, 5))
 def _hutchpp(
-    op: Operator, key: Key, num_sketch: int, num_resid: int, probe: str, batch_size: int
+    op: Operator,
+    key: Key,
+    num_sketch: int,
+    num_resid: int,
+    probe: str,
+    batch_size: int,
+    python: bool,
 ) -> Estimate:
-    num, dtype = probes.flat_size_and_dtype(op.params)
-    _, unravel = ravel_pytree(op.params)
-    matvec = probes.flat_matvec_fn(op)
-    form = probes.quadratic_form_fn(op)
     sketch_key, resid_key = jax.random.split(key)
-
-    def sketch_column(k: jax.Array) -> jax.Array:
-        return matvec(probes.sample_flat_probe(k, num, dtype, probe))
-
-    sketch = probes.chunked_map(
-        sketch_column, probes.probe_keys(sketch_key, num_sketch), num_sketch, batch_size
+    sketch = loops.map_chunks(
+        _sketch_column,
+        probe,
+        op.linearize(),
+        probes.probe_keys(sketch_key, num_sketch),
+        num_sketch,
+        batch_size,
+        python,
     )
     basis, _ = jnp.linalg.qr(sketch.T)  # (P, k), orthonormal columns
-
-    def top_form(q: jax.Array) -> jax.Array:
-        return form(unravel(q))
-
-    top_trace = jnp.sum(probes.chunked_map(top_form, basis.T, num_sketch, batch_size))
-
-    def resid_form(k: jax.Array) -> jax.Array:
-        g = probes.sample_flat_probe(k, num, dtype, probe)
-        w = g - basis @ (basis.T @ g)
-        return form(unravel(w))
-
-    resid = probes.chunked_map(
-        resid_form, probes.probe_keys(resid_key, num_resid), num_resid, batch_size
+    form_op = probes.form_context(op)
+    top = loops.map_chunks(_flat_form, None, form_op, basis.T, num_sketch, batch_size, python)
+    resid = loops.map_chunks(
+        _deflated_form,
+        probe,
+        (form_op, basis),
+        probes.probe_keys(resid_key, num_resid),
+        num_resid,
+        batch_size,
+        python,
     )
-    estimate = probes.mean_estimate(top_trace + resid, 2 * num_sketch + num_resid)
-    return estimate
+    return probes.mean_estimate(jnp.sum(top) + resid, 2 * num_sketch + num_resid)

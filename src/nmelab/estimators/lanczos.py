@@ -1,27 +1,39 @@
-"""Extreme eigenpairs by Lanczos with full reorthogonalization, in JAX (``jit`` + ``lax.scan``).
+"""Extreme eigenpairs by Lanczos with partial reorthogonalization (Simon 1984), in JAX.
 
 The operator is linearized once (:meth:`~nmelab.curvature.CurvatureOperator.linearize`) and every
-iteration applies only its linear part. Vectors stay pytrees shaped like the params (the basis holds
-one ``(m+1, *leaf.shape)`` array per leaf; dot products sum over leaves), which on XLA:CPU is
-measurably cheaper than raveling with :func:`jax.flatten_util.ravel_pytree` at every step. The
-Lanczos basis is kept, so memory is ``(m+1)·P`` floats.
+step applies only its linear part. Vectors stay pytrees shaped like the params (the basis holds one
+``(m+1, *leaf.shape)`` array per leaf; dot products sum over leaves); models with at most
+:data:`FLAT_MAX_PARAMS` parameters work on raveled vectors instead. The Lanczos basis is kept, so
+memory is ``(m+1)·P`` floats.
+
+The steps run as one ``lax.scan`` inside ``jit``, or as a Python loop over one jitted step for
+convolutional models on CPU (:mod:`nmelab.estimators.loops`); both run the same step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from nmelab.curvature.operator import Operator
-from nmelab.estimators import probes
+from nmelab import _tree
+from nmelab.curvature.operator import LinearizedOperator, Operator
+from nmelab.estimators import loops, probes
 from nmelab.types import Key, PyTree
+
+__all__ = [
+    "WHICH",
+    "Eigenpairs",
+    "check_num_iters",
+    "eigenpairs",
+    "lanczos_tridiagonal",
+    "operator_space",
+    "space_product",
+    "tridiagonal_matrix",
+]
 
 WHICH: tuple[str, ...] = ("largest", "smallest", "both")
 
@@ -31,11 +43,6 @@ BREAKDOWN_TOLERANCE = 100.0
 FLAT_MAX_PARAMS = 2**18
 """Up to this many parameters Lanczos runs on raveled vectors (one leaf: a smaller program that
 compiles several times faster); above it on pytrees (no ravel/unravel per step)."""
-
-SEGMENTED_ABOVE = 2**22
-"""Bases of more floats than this are built in ``DEFAULT_SEGMENTS`` scan segments."""
-
-DEFAULT_SEGMENTS = 4
 
 _REORTHOGONALIZE_AGAIN = 0.7071067811865476
 """Kahan-Parlett / DGKS: a second Gram-Schmidt pass when one pass removes more than 1 − 1/√2."""
@@ -89,58 +96,209 @@ def _axpy(a: jax.Array, x: PyTree, y: PyTree) -> PyTree:
     return jax.tree.map(lambda xi, yi: (a * xi + yi).astype(yi.dtype), x, y)
 
 
-def _norm(w: PyTree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(w)))
+# --------------------------------------------------------------------------------------------
+# The operator in the space Lanczos works in
+# --------------------------------------------------------------------------------------------
 
 
-def normalize(v: PyTree) -> PyTree:
-    """``v / ‖v‖`` for a pytree (Euclidean norm over all leaves)."""
-    norm = _norm(v)
-    return jax.tree.map(lambda leaf: leaf / norm.astype(leaf.dtype), v)
+def operator_space(op: Operator) -> tuple[LinearizedOperator, str]:
+    """``(lin, space)``: ``op`` linearized once, and ``"flat"`` (raveled) or ``"tree"`` vectors.
+
+    Small models (``P <= FLAT_MAX_PARAMS``) work on raveled vectors, large ones on pytrees; see
+    :data:`FLAT_MAX_PARAMS`. Inside ``jit`` the linearization is traced; eagerly it is one jitted
+    call whose residuals every later product reuses.
+    """
+    return op.linearize(), ("flat" if op.num_params <= FLAT_MAX_PARAMS else "tree")
 
 
-def _row(basis: PyTree, j: jax.Array) -> PyTree:
-    return jax.tree.map(lambda b: jax.lax.dynamic_index_in_dim(b, j, keepdims=False), basis)
+def space_product(space: str, lin: LinearizedOperator, u: PyTree) -> PyTree:
+    """``A u`` for a vector ``u`` of ``space`` (``"flat"``: a raveled ``(P,)`` array)."""
+    if space == "flat":
+        return probes.flat_product(lin, u)
+    return lin.mv(u)
+
+
+def to_space(space: str, tree: PyTree) -> PyTree:
+    """A params-shaped pytree as a vector of ``space``."""
+    return probes.flatten(tree) if space == "flat" else tree
+
+
+def from_space(space: str, params: PyTree, u: PyTree) -> PyTree:
+    """A vector of ``space`` as a params-shaped pytree."""
+    return ravel_pytree(params)[1](u) if space == "flat" else u
+
+
+# --------------------------------------------------------------------------------------------
+# The Lanczos recurrence with partial reorthogonalization
+# --------------------------------------------------------------------------------------------
+
+
+class _State(NamedTuple):
+    basis: PyTree  # (m+1, ...) per leaf; rows > j are zero
+    v_prev: PyTree
+    v: PyTree
+    alphas: jax.Array  # (m,)
+    betas: jax.Array  # (m,)
+    anorm: jax.Array  # running estimate of ‖T‖
+    omega_prev: jax.Array  # (m+1,) estimates of ⟨v_{j-1}, v_k⟩
+    omega: jax.Array  # (m+1,) estimates of ⟨v_j, v_k⟩
+    force: jax.Array  # reorthogonalize the next vector fully (Simon: always in pairs)
+    num_full: jax.Array  # full Gram-Schmidt passes so far (diagnostic)
+
+
+def _orthogonalize(w: PyTree, basis: PyTree, mask: jax.Array) -> tuple[PyTree, jax.Array]:
+    coef = mask * _rows_dot(basis, w)
+    return _axpy(-1.0, _combine(coef, basis), w), coef
+
+
+def _full_pass(w: PyTree, basis: PyTree, mask: jax.Array) -> tuple[PyTree, jax.Array]:
+    """Classical Gram-Schmidt of ``w`` against the rows in ``mask``, twice when needed (DGKS).
+
+    A second pass runs when the first removed more than ``1 − 1/√2`` of ``‖w‖`` ("twice is
+    enough"). The passes are a ``while_loop`` over one copy of the pass, which keeps the compiled
+    step small. Returns ``(w, coefficients summed over the passes)``.
+    """
+
+    def again(carry):
+        _, _, norm_before, norm_after, passes = carry
+        return (passes == 0) | ((passes == 1) & (norm_after < _REORTHOGONALIZE_AGAIN * norm_before))
+
+    def one_pass(carry):
+        w, coef, _, norm, passes = carry
+        w, extra = _orthogonalize(w, basis, mask)
+        return w, coef + extra, norm, _tree.tree_norm(w), passes + 1
+
+    norm = _tree.tree_norm(w)
+    init = (w, jnp.zeros_like(mask), norm, norm, jnp.zeros((), jnp.int32))
+    w, coef, _, _, _ = jax.lax.while_loop(again, one_pass, init)
+    return w, coef
+
+
+def _omega_next(state: _State, j: jax.Array, alpha, beta, beta_prev, eps) -> jax.Array:
+    """Simon's recurrence for ``ω_{j+1,k} ≈ ⟨v_{j+1}, v_k⟩``, ``k < j`` (exact in exact arithmetic).
+
+    From ``β_j v_{j+1} = A v_j − α_j v_j − β_{j−1} v_{j−1}`` and the same relation at ``k``::
+
+        β_j ω_{j+1,k} = β_k ω_{j,k+1} + (α_k − α_j) ω_{j,k} + β_{k−1} ω_{j,k−1} − β_{j−1} ω_{j−1,k}
+
+    plus a rounding term ``± 2·eps·‖T‖`` (sign of the rest, so the estimate never shrinks by luck).
+    """
+    omega, omega_prev = state.omega, state.omega_prev
+    rows = omega.shape[0]
+    zero = jnp.zeros((1,), omega.dtype)
+    a = jnp.concatenate([state.alphas, zero])
+    b = jnp.concatenate([state.betas, zero])
+    b_before = jnp.concatenate([zero, b[:-1]])  # β_{k−1}
+    omega_after = jnp.concatenate([omega[1:], zero])  # ω_{j,k+1}
+    omega_before = jnp.concatenate([zero, omega[:-1]])  # ω_{j,k−1}
+    rest = b * omega_after + (a - alpha) * omega + b_before * omega_before - beta_prev * omega_prev
+    rest = rest + jnp.where(rest >= 0, 1.0, -1.0) * 2 * eps * state.anorm
+    safe = jnp.where(beta > 0, beta, 1.0)
+    return jnp.where(jnp.arange(rows) < j, rest / safe, 0.0)
+
+
+def _lanczos_step(static: tuple[str], context: tuple, state: _State, j: jax.Array):
+    """One Lanczos step (``j`` is a traced index, so one compiled step serves every ``j``)."""
+    (space,) = static
+    lin, key = context
+    dtype = state.alphas.dtype
+    eps = jnp.finfo(dtype).eps
+    rows = state.omega.shape[0]
+    beta_prev = jnp.where(j > 0, state.betas[jnp.maximum(j - 1, 0)], 0.0)
+    w = _axpy(-beta_prev, state.v_prev, space_product(space, lin, state.v))
+    alpha = _tree.tree_vdot(state.v, w)
+    w = _axpy(-alpha, state.v, w)
+    # Local reorthogonalization against v_j (one more dot): keeps ⟨v_{j+1}, v_j⟩ at rounding level.
+    correction = _tree.tree_vdot(state.v, w)
+    w = _axpy(-correction, state.v, w)
+    alpha = alpha + correction
+    beta = _tree.tree_norm(w)
+    anorm = jnp.maximum(state.anorm, jnp.abs(alpha) + beta + beta_prev)
+    state = state._replace(alphas=state.alphas.at[j].set(alpha), anorm=anorm)
+    omega_next = _omega_next(state, j, alpha, beta, beta_prev, eps)
+    mask = (jnp.arange(rows) <= j).astype(dtype)
+    lost = jnp.max(jnp.abs(omega_next)) > jnp.sqrt(eps)
+    full = state.force | lost
+
+    def reorthogonalize(w):
+        w, coef = _full_pass(w, state.basis, mask)
+        return w, coef[jnp.minimum(j, rows - 1)]
+
+    w, extra = jax.lax.cond(full, reorthogonalize, lambda w: (w, jnp.zeros((), dtype)), w)
+    alpha = alpha + extra
+    beta = jnp.where(full, _tree.tree_norm(w), beta)
+    omega_next = jnp.where(full, jnp.where(jnp.arange(rows) < j, eps, 0.0), omega_next)
+    broken = beta <= BREAKDOWN_TOLERANCE * eps * anorm
+
+    def restart(_):
+        r = probes.sample_probe(jax.random.fold_in(key, j), state.v, "gaussian")
+        r, _ = _full_pass(r, state.basis, mask)
+        norm = _tree.tree_norm(r)
+        scale = jnp.where(norm > jnp.sqrt(eps), 1 / jnp.where(norm > 0, norm, 1), 0.0)
+        return jax.tree.map(lambda leaf: leaf * scale.astype(leaf.dtype), r)
+
+    def proceed(_):
+        inv = 1 / jnp.where(beta > 0, beta, 1)
+        return jax.tree.map(lambda leaf: leaf * inv.astype(leaf.dtype), w)
+
+    nxt = jax.lax.cond(broken, restart, proceed, None)
+    omega_next = jnp.where(broken, jnp.where(jnp.arange(rows) <= j, eps, 0.0), omega_next)
+    omega_next = omega_next.at[j].set(eps).at[j + 1].set(1.0)
+    return (
+        _State(
+            basis=jax.tree.map(lambda b, x: b.at[j + 1].set(x), state.basis, nxt),
+            v_prev=state.v,
+            v=nxt,
+            alphas=state.alphas.at[j].set(alpha),
+            betas=state.betas.at[j].set(jnp.where(broken, 0.0, beta)),
+            anorm=anorm,
+            omega_prev=state.omega,
+            omega=omega_next,
+            force=full & ~state.force & ~broken,
+            num_full=state.num_full + full.astype(jnp.int32),
+        ),
+        None,
+    )
 
 
 def lanczos_tridiagonal(
-    matvec: Callable[[PyTree], PyTree],
+    lin: LinearizedOperator,
+    space: str,
     v0: PyTree,
     num_iters: int,
     key: Key,
     *,
-    num_segments: int | None = None,
+    python: bool = False,
 ) -> tuple[jax.Array, jax.Array, PyTree]:
-    """Run ``m = num_iters`` Lanczos steps from the unit vector ``v0`` (call inside ``jit``).
+    """Run ``m = num_iters`` Lanczos steps on ``lin`` from the unit vector ``v0`` of ``space``.
 
-    Step ``j``: ``w = A v_j − β_{j−1} v_{j−1}``, ``α_j = v_jᵀw``, ``w ← w − α_j v_j``, then one full
-    Gram-Schmidt pass against every stored ``v_i`` (a second when the first removed more than
-    ``1 − 1/√2`` of ``‖w‖``: "twice is enough"), ``β_j = ‖w‖``, ``v_{j+1} = w/β_j``. With full
-    reorthogonalization ``T = VᵀAV`` to rounding, so its eigenvalues are Rayleigh-Ritz values.
+    Step ``j``: ``w = A v_j − β_{j−1} v_{j−1}``, ``α_j = v_jᵀw``, ``w ← w − α_j v_j`` (twice: local
+    reorthogonalization), ``β_j = ‖w‖``, ``v_{j+1} = w/β_j``.
+
+    Partial reorthogonalization (Simon 1984): in floating point the Lanczos vectors lose
+    orthogonality as Ritz values converge. The recurrence of :func:`_omega_next` tracks an estimate
+    ``ω_{j+1,k}`` of ``⟨v_{j+1}, v_k⟩`` at the cost of ``O(m)`` scalars; only when some
+    ``|ω| > √eps`` is ``w`` orthogonalized against the whole basis (classical Gram-Schmidt, a
+    second pass when the first removed more than ``1 − 1/√2`` of ``‖w‖``), and then the next vector
+    too. Semi-orthogonality (``|⟨v_i, v_k⟩| <= √eps``) is enough for ``T`` to be the Rayleigh
+    quotient of ``A`` on an orthonormal basis to ``O(eps‖A‖)`` (Simon 1984), so its eigenvalues are
+    Rayleigh-Ritz values to working accuracy; a full pass reads the whole basis twice, so most steps
+    now cost one product and a few vector operations.
 
     Breakdown: when ``β_j <= 100·eps·‖T‖`` the Krylov space is invariant. The iteration then restarts
-    from a random vector orthogonal to ``V`` and records ``β_j = 0``; ``T`` becomes block-diagonal
-    and still equals ``VᵀAV``, so eigenvalues beyond the first Krylov space (multiplicities,
-    clusters) are found and, for SLQ, the new blocks get zero quadrature weight (``e_1`` lives in the
-    first block). When ``V`` already spans everything the restart vector is zero.
-
-    Vectors are pytrees (a raveled ``(P,)`` array is a one-leaf pytree): the basis keeps one
-    ``(m+1, *leaf.shape)`` array per leaf, so no step ravels or unravels. On XLA:CPU raveling a
-    1.86M-entry pytree and back cost about half a gradient per step.
-
-    Full reorthogonalization reads the whole basis twice per step, which on a CPU is memory-bound
-    (for ``m = 20`` and 1.86M parameters, 156 MB per pass). The steps are therefore split into
-    ``num_segments`` ``lax.scan`` segments, each carrying only the prefix of the basis it can reach,
-    so the passes skip rows not yet filled (about 35% less traffic with 4 segments). Each segment
-    compiles its own copy of the step, so small problems use one segment.
+    from a random vector orthogonal to ``V`` and records ``β_j = 0``; ``T`` becomes block-diagonal,
+    so eigenvalues beyond the first Krylov space (multiplicities, clusters) are found and, for SLQ,
+    the new blocks get zero quadrature weight (``e_1`` lives in the first block). When ``V`` already
+    spans everything the restart vector is zero.
 
     Args:
-      matvec: ``u -> A u`` on pytrees shaped like ``v0``.
-      v0: the unit starting vector (a pytree of floating arrays).
+      lin: the linearized operator.
+      space: ``"flat"`` (``v0`` is a raveled ``(P,)`` array) or ``"tree"`` (a params pytree).
+      v0: the unit starting vector.
       num_iters: ``m <= P``.
       key: key for restart vectors (``fold_in(key, j)`` at step ``j``).
-      num_segments: scan segments; default 4 when the basis exceeds ``SEGMENTED_ABOVE`` floats,
-        else 1.
+      python: loop in Python over one jitted step (convolutional models on CPU) rather than
+        ``lax.scan`` (:mod:`nmelab.estimators.loops`); call inside ``jit`` only when false.
 
     Returns:
       ``(alphas (m,), betas (m,), V)``: the diagonal of ``T``, its off-diagonal in ``betas[:m-1]``
@@ -148,100 +306,21 @@ def lanczos_tridiagonal(
       leaves have a leading axis ``m+1``.
     """
     dtype = jnp.result_type(*jax.tree.leaves(v0))
-    eps = jnp.finfo(dtype).eps
-    if num_segments is None:
-        size = sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(v0))
-        large = (num_iters + 1) * size > SEGMENTED_ABOVE
-        num_segments = min(DEFAULT_SEGMENTS, num_iters) if large else 1
-    num_segments = max(1, min(num_segments, num_iters))
-
-    def orthogonalize(w, basis, mask):
-        coef = mask * _rows_dot(basis, w)
-        return _axpy(-1.0, _combine(coef, basis), w), coef
-
-    def full_pass(w, basis, mask):
-        w1, coef = orthogonalize(w, basis, mask)
-
-        def again(args):
-            w1, coef = args
-            w2, coef2 = orthogonalize(w1, basis, mask)
-            return w2, coef + coef2
-
-        return jax.lax.cond(
-            _norm(w1) < _REORTHOGONALIZE_AGAIN * _norm(w), again, lambda args: args, (w1, coef)
-        )
-
-    def restart(args):
-        basis, mask, j, _ = args
-        r = probes.sample_probe(jax.random.fold_in(key, j), v0, "gaussian")
-        r, _ = orthogonalize(r, basis, mask)
-        r, _ = orthogonalize(r, basis, mask)
-        norm = _norm(r)
-        scale = jnp.where(norm > jnp.sqrt(eps), 1 / jnp.where(norm > 0, norm, 1), 0.0)
-        return jax.tree.map(lambda leaf: leaf * scale.astype(leaf.dtype), r)
-
-    def proceed(args):
-        _, _, _, (w, beta) = args
-        inv = 1 / jnp.where(beta > 0, beta, 1)
-        return jax.tree.map(lambda leaf: leaf * inv.astype(leaf.dtype), w)
-
-    def step(carry, j):
-        basis, v_prev, v, alphas, betas, anorm = carry
-        num_rows = jax.tree.leaves(basis)[0].shape[0]
-        mask = (jnp.arange(num_rows) <= j).astype(dtype)
-        beta_prev = jnp.where(j > 0, betas[j - 1], 0.0)
-        w = _axpy(-beta_prev, v_prev, matvec(v))
-        alpha = _rows_dot(jax.tree.map(lambda x: x[None], v), w)[0]
-        w = _axpy(-alpha, v, w)
-        w, coef = full_pass(w, basis, mask)
-        alpha = alpha + coef[j]
-        beta = _norm(w)
-        anorm = jnp.maximum(anorm, jnp.abs(alpha) + beta + beta_prev)
-        broken = beta <= BREAKDOWN_TOLERANCE * eps * anorm
-        nxt = jax.lax.cond(broken, restart, proceed, (basis, mask, j, (w, beta)))
-        basis = jax.tree.map(lambda b, x: b.at[j + 1].set(x), basis, nxt)
-        alphas = alphas.at[j].set(alpha)
-        betas = betas.at[j].set(jnp.where(broken, 0.0, beta))
-        return (basis, v, nxt, alphas, betas, anorm), None
-
-    # Segments: steps [start, end) only ever touch rows <= end, so each segment's scan carries
-    # just that prefix of the basis and the Gram-Schmidt passes read no empty rows beyond it.
-    bounds = sorted({round(num_iters * (i + 1) / num_segments) for i in range(num_segments)})
-    basis = jax.tree.map(lambda leaf: leaf[None], v0)
-    zeros = jax.tree.map(jnp.zeros_like, v0)
-    carry = (
-        basis,
-        zeros,
-        v0,
-        jnp.zeros(num_iters, dtype),
-        jnp.zeros(num_iters, dtype),
-        jnp.zeros((), dtype),
+    rows = num_iters + 1
+    state = _State(
+        basis=jax.tree.map(lambda leaf: jnp.zeros((rows, *leaf.shape), dtype).at[0].set(leaf), v0),
+        v_prev=jax.tree.map(jnp.zeros_like, v0),
+        v=jax.tree.map(jnp.copy, v0),
+        alphas=jnp.zeros(num_iters, dtype),
+        betas=jnp.zeros(num_iters, dtype),
+        anorm=jnp.zeros((), dtype),
+        omega_prev=jnp.zeros(rows, dtype),
+        omega=jnp.zeros(rows, dtype).at[0].set(1.0),
+        force=jnp.zeros((), bool),
+        num_full=jnp.zeros((), jnp.int32),
     )
-    start = 0
-    for end in bounds:
-        basis = jax.tree.map(
-            lambda b, rows=end + 1: (
-                jnp.zeros((rows, *b.shape[1:]), b.dtype).at[: b.shape[0]].set(b)
-            ),
-            carry[0],
-        )
-        carry, _ = jax.lax.scan(step, (basis, *carry[1:]), jnp.arange(start, end))
-        start = end
-    basis, _, _, alphas, betas, _ = carry
-    return alphas, betas, basis
-
-
-def operator_space(op: Operator) -> tuple[Callable, Callable, Callable]:
-    """``(matvec, to_space, from_space)`` for Lanczos on ``op``, linearized once (inside ``jit``).
-
-    Small models (``P <= FLAT_MAX_PARAMS``) work on raveled vectors, large ones on pytrees; see
-    :data:`FLAT_MAX_PARAMS`.
-    """
-    if op.num_params <= FLAT_MAX_PARAMS:
-        _, unravel = ravel_pytree(op.params)
-        return probes.flat_matvec_fn(op), probes.flatten, unravel
-    lin = op.linearize()
-    return lin.mv, (lambda tree: tree), (lambda tree: tree)
+    state, _ = loops.scan(_lanczos_step, (space,), (lin, key), state, jnp.arange(num_iters), python)
+    return state.alphas, state.betas, state.basis
 
 
 def tridiagonal_matrix(alphas: jax.Array, betas: jax.Array) -> jax.Array:
@@ -272,15 +351,19 @@ def eigenpairs(
     num_iters: int | None = None,
     *,
     batch_size: int | None = None,
+    loop: str = "auto",
 ) -> Eigenpairs:
-    """The ``k`` extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
+    """The ``k`` extreme eigenpairs of a symmetric operator by Lanczos with partial reorthogonalization.
 
-    Runs ``m = min(num_iters, P)`` Lanczos steps on the linearized operator (one ``jit``, a
-    ``lax.scan`` over steps; see :func:`lanczos_tridiagonal`), takes the eigenpairs ``(θ, s)`` of
-    the tridiagonal ``T`` and returns the Ritz pairs ``(θ_i, V s_i)`` at the chosen end of the
-    spectrum, with residuals ``‖A y − θ y‖`` from ``k`` actual products. Extreme eigenvalues
-    converge first; interior ones need ``m`` close to ``P``. With ``m = P`` and full
-    reorthogonalization all eigenvalues are exact to rounding.
+    Runs ``m = min(num_iters, P)`` Lanczos steps on the operator, linearized once (see
+    :func:`lanczos_tridiagonal`), takes the eigenpairs ``(θ, s)`` of the tridiagonal ``T`` and
+    returns the Ritz pairs ``(θ_i, V s_i / ‖V s_i‖)`` at the chosen end of the spectrum, with
+    residuals ``‖A y − θ y‖`` from ``k`` actual products. Extreme eigenvalues converge first;
+    interior ones need ``m`` close to ``P``. With ``m = P`` all eigenvalues are exact to rounding
+    (semi-orthogonality keeps ``T`` a Rayleigh quotient on an orthonormal basis to ``O(eps‖A‖)``).
+
+    Cost: ``m + k`` products of the linearized operator (each about 0.8-1.3 gradients) plus a full
+    Gram-Schmidt pass over the basis only on the steps where orthogonality is estimated lost.
 
     ``which``: ``"largest"`` (the ``k`` algebraically largest), ``"smallest"`` (the ``k`` smallest:
     the NME and the Hessian are indefinite, so these are the most negative), or ``"both"`` (ARPACK's
@@ -298,6 +381,7 @@ def eigenpairs(
       key: the random key for the starting vector (and restarts).
       num_iters: Lanczos steps ``m``, capped at ``P``; default ``max(30, 3k)`` (capped).
       batch_size: Ritz vectors per chunk for the residual products (default 16).
+      loop: ``"auto"``, ``"compiled"`` or ``"python"``; see :mod:`nmelab.estimators.loops`.
 
     Returns:
       An :class:`Eigenpairs` (``num_matvecs = m + k``).
@@ -321,26 +405,34 @@ def eigenpairs(
     if k > num_iters:
         raise ValueError(f"k must be <= num_iters = {num_iters}, got k = {k}")
     size = probes.check_batch_size(batch_size, probes.DEFAULT_BATCH_SIZE)
-    return _eigenpairs(op, key, k, which, num_iters, size)
+    python = loops.use_python_loop(loop, op.params)
+    return _eigenpairs(op, key, k, which, num_iters, size, python)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _residual(space: str, lin: LinearizedOperator, item) -> jax.Array:
+    y, value = item
+    return _tree.tree_norm(_axpy(-value, y, space_product(space, lin, y)))
+
+
+@loops.driver(static_argnums=(2, 3, 4, 5))
 def _eigenpairs(
-    op: Operator, key: Key, k: int, which: str, num_iters: int, batch_size: int
+    op: Operator, key: Key, k: int, which: str, num_iters: int, batch_size: int, python: bool
 ) -> Eigenpairs:
-    matvec, to_space, from_space = operator_space(op)
+    lin, space = operator_space(op)
     start_key, restart_key = jax.random.split(key)
-    v0 = normalize(to_space(probes.sample_probe(start_key, op.params, "gaussian")))
-    alphas, betas, basis = lanczos_tridiagonal(matvec, v0, num_iters, restart_key)
+    v0, _ = _tree.tree_normalize(
+        to_space(space, probes.sample_probe(start_key, op.params, "gaussian"))
+    )
+    alphas, betas, basis = lanczos_tridiagonal(
+        lin, space, v0, num_iters, restart_key, python=python
+    )
     theta, vectors = jnp.linalg.eigh(tridiagonal_matrix(alphas, betas))
     index = jnp.asarray(_selection(which, k, num_iters))
     values = theta[index]
     coef = vectors[:, index].T  # (k, m)
-    ritz = jax.tree.map(lambda b: jnp.tensordot(coef.astype(b.dtype), b[:num_iters], axes=1), basis)
-
-    def residual(args):
-        y, value = args
-        return _norm(_axpy(-value, y, matvec(y)))
-
-    residuals = probes.chunked_map(residual, (ritz, values), k, batch_size)
-    return Eigenpairs(values, jax.vmap(from_space)(ritz), residuals, num_iters + k)
+    ritz = jax.vmap(lambda y: _tree.tree_normalize(y)[0])(
+        jax.tree.map(lambda b: jnp.tensordot(coef.astype(b.dtype), b[:num_iters], axes=1), basis)
+    )
+    residuals = loops.map_chunks(_residual, space, lin, (ritz, values), k, batch_size, python)
+    eigenvectors = jax.vmap(lambda y: from_space(space, op.params, y))(ritz)
+    return Eigenpairs(values, eigenvectors, residuals, num_iters + k)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jax.tree_util import Partial
 
+from nmelab._tree import tree_vdot
 from nmelab.curvature.gauss_newton import gauss_newton_vector_product
 from nmelab.curvature.hessian import hessian_vector_product
 from nmelab.curvature.nme import nme_vector_product
@@ -44,6 +45,34 @@ from nmelab.curvature.operator import (
 )
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_UNIT_BATCH_SIZE",
+    "PROBES",
+    "Estimate",
+    "SplitEstimate",
+    "check_batch_size",
+    "check_choice",
+    "check_count",
+    "check_key",
+    "check_operator",
+    "check_probe_arguments",
+    "check_symmetric",
+    "chunked_map",
+    "flat_product",
+    "flat_size_and_dtype",
+    "flatten",
+    "form_context",
+    "matrix_operator",
+    "mean_estimate",
+    "probe_form",
+    "probe_keys",
+    "quadratic_form_fn",
+    "sample_flat_probe",
+    "sample_probe",
+    "split_forms_fn",
+]
 
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
 """Probe distributions: Rademacher (±1, the minimum-variance Hutchinson probe) or standard normal."""
@@ -326,19 +355,10 @@ def flatten(tree: PyTree) -> jax.Array:
     return flat
 
 
-def flat_matvec_fn(op: Operator) -> Callable[[jax.Array], jax.Array]:
-    """Linearize ``op`` once and return ``u -> ravel(A unravel(u))`` on raveled vectors.
-
-    Call inside ``jit``: the linearization is traced once and its residuals are shared by every
-    product (and left unbatched under ``vmap`` over ``u``).
-    """
-    lin = op.linearize()
-    _, unravel = ravel_pytree(op.params)
-
-    def matvec(u: jax.Array) -> jax.Array:
-        return flatten(lin.mv(unravel(u))).astype(u.dtype)
-
-    return matvec
+def flat_product(lin: LinearizedOperator, u: jax.Array) -> jax.Array:
+    """``ravel(A unravel(u))`` for a raveled vector ``u`` and a linearized operator."""
+    _, unravel = ravel_pytree(lin.params)
+    return flatten(lin.mv(unravel(u))).astype(u.dtype)
 
 
 def split_forms_fn(
@@ -383,6 +403,19 @@ def _gauss_newton_form_fn(objective: Objective, params: Params, batch: Batch):
     return form
 
 
+_FORWARD_FORMS = (gauss_newton_vector_product, hessian_vector_product, nme_vector_product)
+
+
+def form_context(op: Operator) -> Operator:
+    """``op`` prepared for a loop of :func:`quadratic_form_fn` calls.
+
+    Itself when a forward-only form exists, else linearized once, so no step linearizes again.
+    """
+    if isinstance(op, CurvatureOperator) and op.product_fn in _FORWARD_FORMS:
+        return op
+    return op.linearize()
+
+
 def quadratic_form_fn(op: Operator) -> Callable[[PyTree], jax.Array]:
     """Return ``v -> vᵀ A v`` for ``op``, by the cheapest route nmelab knows (call inside ``jit``).
 
@@ -398,14 +431,12 @@ def quadratic_form_fn(op: Operator) -> Callable[[PyTree], jax.Array]:
             forms = split_forms_fn(op.objective, op.params, op.batch)
             return lambda v: forms(v)[index]
     lin = op.linearize()
+    return lambda v: tree_vdot(v, lin.mv(v))
 
-    def form(v: PyTree) -> jax.Array:
-        av = lin.mv(v)
-        return sum(
-            jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(av), strict=True)
-        )
 
-    return form
+def probe_form(probe: str, op: Operator, key: jax.Array) -> jax.Array:
+    """``vᵀAv`` for the probe ``v = sample_probe(key, op.params, probe)`` (a loop step)."""
+    return quadratic_form_fn(op)(sample_probe(key, op.params, probe))
 
 
 def chunked_map(fn: Callable, xs: Any, num: int, batch_size: int) -> Any:
