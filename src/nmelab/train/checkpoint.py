@@ -147,8 +147,8 @@ class Checkpointer:
             return restored
         raise ValueError(
             f"{self.directory}: no readable checkpoint ({'; '.join(reasons)}). To start the run "
-            f"afresh, move or delete {self.directory} and rerun; to keep the logs too, use a new "
-            "workdir"
+            f"afresh, move or delete {self.directory} and rerun (its logs are then redone from "
+            "step 0)"
         )
 
     def _set_aside(self, steps: list[int]) -> None:
@@ -162,7 +162,10 @@ class Checkpointer:
                 target = self.damaged_directory / f"{step}.{suffix}"
                 suffix += 1
             (self.directory / str(step)).rename(target)
-            warnings.warn(f"moved the damaged checkpoint {self.directory / str(step)} to {target}")
+            warnings.warn(
+                f"moved the damaged checkpoint {self.directory / str(step)} to {target}",
+                stacklevel=3,
+            )
         self.manager.close()
         self.manager = self._manager()
 

@@ -21,10 +21,12 @@ class Progress:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress as RichProgress,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as RichProgress,
         )
 
         self.bar = RichProgress(
@@ -43,6 +45,7 @@ class Progress:
         self.bar.start()
 
     def update(self, step: int, loss: Any = None, acc: Any = None, speed: float | None = None):
+        """Show ``step`` and, when given, the per-seed ``loss`` and ``acc`` and the ``speed``."""
         if self.bar is None:
             return
         fields = {}
@@ -55,5 +58,6 @@ class Progress:
         self.bar.update(self.task, completed=step, **fields)
 
     def close(self) -> None:
+        """Stop the bar."""
         if self.bar is not None:
             self.bar.stop()

@@ -236,7 +236,9 @@ def make_source(
       batch_size: training examples per step (per seed).
       num_epochs: epochs of the run (rounded up): the device source computes at most this many
         epochs' permutations at once.
-      image_size, num_workers, resize_size: image-folder options (see :class:`HostSource`).
+      image_size: image-folder crop side (see :class:`HostSource`).
+      num_workers: image-folder decoding processes.
+      resize_size: image-folder evaluation resize.
 
     Raises:
       ValueError: ``on_device=True`` for an image folder (it is decoded per batch on the host).

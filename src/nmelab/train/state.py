@@ -53,6 +53,11 @@ class TrainState:
         """The size ``S`` of the seed axis of a stacked state."""
         return int(self.diverged_at.shape[0])
 
+    def seed(self, i: int) -> TrainState:
+        """Seed ``i`` of a stacked state: every leaf without its seed axis."""
+        stacked = self.replace(step=None)
+        return jax.tree.map(lambda leaf: leaf[i], stacked).replace(step=self.step)
+
 
 def seed_axes() -> TrainState:
     """The ``in_axes``/``out_axes`` of a stacked state: axis 0 everywhere but ``step``."""

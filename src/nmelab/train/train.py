@@ -175,7 +175,10 @@ def train_step(
       batch: ``(x, y)``.
       reg: the regularizer (a pytree: its float hyperparameters are traced, so changing them does
         not recompile).
-      model, loss, tx, learning_rate_fn: the run's model, loss name, optimizer and schedule.
+      model: the flax module (applied in train mode).
+      loss: the loss name.
+      tx: the optimizer.
+      learning_rate_fn: the schedule (for the logged ``lr``; ``tx`` applies it).
 
     Returns:
       ``(state, metrics)``: the next state (the same parameters when the step was not finite or

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import jax
 import ml_collections
 
 from nmelab import data as nmedata
@@ -86,14 +85,11 @@ def load_trained(workdir: str | Path, *, step: int | None = None, seed: int = 0)
             restored = checkpointer.restore(step, *like)
     finally:
         checkpointer.close()
-    stacked = restored[0]
-    params, batch_stats = jax.tree.map(
-        lambda leaf: leaf[seed], (stacked.params, stacked.batch_stats)
-    )
+    state = restored[0].seed(seed)
     return TrainedRun(
         config=config,
-        step=int(stacked.step),
-        objective=run.eval_objective(batch_stats),
-        params=params,
+        step=int(state.step),
+        objective=run.eval_objective(state.batch_stats),
+        params=state.params,
         dataset=run.source.dataset,
     )
