@@ -131,7 +131,7 @@ def test_device_gather_equals_host_batches():
         for position, (x_host, y_host) in enumerate(expected):
             description = jax.tree.map(lambda a: a[0], next(descriptions))  # seed 0
             step = jnp.int32(epoch * run.steps_per_epoch + position)
-            (x, y), augmentation_key = source.seed_batch(description, step)
+            (x, y), augmentation_key = source.seed_batch(source.arrays, description, step)
             x = nmedata.random_crop_flip(x, jax.random.fold_in(augmentation_key, position))
             np.testing.assert_array_equal(np.asarray(y), y_host)
             np.testing.assert_array_equal(np.asarray(x), np.asarray(x_host))
@@ -162,7 +162,7 @@ def test_diverged_seed_is_frozen_and_the_other_continues():
         acc = zero_metrics(2)
         batches = run.source.train_batches(jnp.array(s.data_key), 0)
         for _ in range(3):
-            s, acc = step_fn(s, acc, run.regularizer, next(batches))
+            s, acc = step_fn(s, acc, run.regularizer, run.source.arrays, next(batches))
         return s, acc
 
     clean_state, _ = chunk(jax.tree.map(jnp.copy, state))
@@ -292,7 +292,8 @@ def test_regularizer_hyperparameters_reach_the_step():
     results, sizes = [], []
     for rho in (0.0, 0.5):
         reg = regularizers.get("sam", rho=rho)
-        out, _ = step_fn(jax.tree.map(jnp.copy, state), zero_metrics(1), reg, description)
+        state_copy = jax.tree.map(jnp.copy, state)
+        out, _ = step_fn(state_copy, zero_metrics(1), reg, run.source.arrays, description)
         results.append(np.asarray(jax.tree.leaves(out.params)[0]))
         sizes.append(step_fn._cache_size())
     assert not np.array_equal(results[0], results[1])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import math
 from typing import Any
 
@@ -27,12 +28,28 @@ from nmelab.train import config as config_lib
 from nmelab.train import optim
 from nmelab.train.seeds import resolve_seed_batching
 from nmelab.train.sources import DeviceSource, HostSource, make_source
-from nmelab.train.state import split_seed_key
 
-__all__ = ["IMAGE_FOLDER_KEYS", "Run", "build_run", "load_dataset"]
+__all__ = ["IMAGE_FOLDER_KEYS", "STEP_INDEPENDENT_KEYS", "Run", "build_run", "load_dataset"]
 
 IMAGE_FOLDER_KEYS = ("image_size", "resize_size")
 """``dataset_kwargs`` read by the ImageNet batch loader (crop side, evaluation resize)."""
+
+STEP_INDEPENDENT_KEYS = (
+    "seed",
+    "regularizer_params",
+    "progress",
+    "log_every_steps",
+    "eval_every_epochs",
+    "checkpoint_every_steps",
+    "max_checkpoints",
+    "final_train_eval",
+    "curvature",
+    "data_dir",
+    "num_workers",
+    "eval_batch_size",
+)
+"""Config keys the compiled steps do not depend on: runs that differ only in these share them
+(regularizer hyperparameters are traced leaves of the regularizer argument; the rest is host-side)."""
 
 
 def _check_kwargs(fn: Any, kwargs: dict[str, Any], key: str, fixed: tuple[str, ...] = ()) -> None:
@@ -92,6 +109,8 @@ class Run:
       seed_batching: ``"vmap"`` or ``"unroll"`` (:mod:`nmelab.train.seeds`).
       mesh: the data-parallel mesh, ``None`` on one device in one process.
       eval_batch_size: evaluation batch (at most the larger split).
+      compile_key: equal for runs whose compiled steps are the same program (the config without
+        :data:`STEP_INDEPENDENT_KEYS`, and the data's size and shape).
     """
 
     config: ml_collections.FrozenConfigDict
@@ -108,18 +127,12 @@ class Run:
     seed_batching: str
     mesh: jax.sharding.Mesh | None
     eval_batch_size: int
+    compile_key: str
 
     @property
     def num_seeds(self) -> int:
         """Seeds trained side by side."""
         return int(self.config.num_seeds)
-
-    def init_seed(self, key: jax.Array) -> tuple[Any, Any, jax.Array, jax.Array]:
-        """``key -> (params, batch_stats, data_key, step_key)`` of one seed."""
-        init_key, data_key, step_key = split_seed_key(key)
-        x = jnp.zeros((1, *self.source.input_shape), jnp.float32)
-        variables = self.model.init(init_key, x, train=False)
-        return variables["params"], variables.get("batch_stats", {}), data_key, step_key
 
     def eval_apply_fn(self, batch_stats: Any) -> Any:
         """``apply_fn(θ, x)`` in eval mode (running statistics): a per-example function of ``x``."""
@@ -152,6 +165,14 @@ def _build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modu
         return models.get(config.model, num_classes=num_classes, **model_kwargs)
     except TypeError as err:
         raise ValueError(f"config.model_kwargs: {err}") from err
+
+
+def _compile_key(config: ml_collections.ConfigDict, source: DeviceSource | HostSource) -> str:
+    values = config_lib.config_to_dict(config)
+    for key in STEP_INDEPENDENT_KEYS:
+        values.pop(key, None)
+    facts = [type(source).__name__, source.num_train, list(source.input_shape), jax.process_count()]
+    return json.dumps([values, facts], sort_keys=True)
 
 
 def build_run(
@@ -223,4 +244,5 @@ def build_run(
         seed_batching=resolve_seed_batching(config.seed_batching, param_shapes),
         mesh=data_parallel.mesh,
         eval_batch_size=min(int(config.eval_batch_size), max(num_train, source.num_test)),
+        compile_key=_compile_key(config, source),
     )

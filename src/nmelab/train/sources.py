@@ -5,7 +5,10 @@ Every source has
 * ``train_batches(data_keys, start_step)``: an endless iterator of *batch descriptions*, one per
   optimizer step from ``start_step`` on. A description is a pytree whose every leaf has the seed
   axis first (``S`` seeds); it is what the compiled step receives.
-* ``seed_batch(description, step)``: inside ``jit``, for one seed, the ``(x, y)`` batch of
+* ``arrays``: the device arrays the step reads (the training set of :class:`DeviceSource`, nothing
+  for :class:`HostSource`), shared by the seeds and passed to the step as an argument, never
+  closed over (a closed-over array would be compiled into the program as a constant);
+* ``seed_batch(arrays, description, step)``: inside ``jit``, for one seed, the ``(x, y)`` batch of
   ``step`` (before augmentation) and the epoch's augmentation key.
 
 :class:`DeviceSource` keeps the training set on the device: a description holds the permutations of
@@ -56,6 +59,35 @@ def epoch_block(
 
     epochs = first_epoch + jnp.arange(num_epochs)
     return jax.vmap(lambda k: jax.vmap(lambda e: one(k, e))(epochs))(data_keys)
+
+
+def gathered_batch(
+    arrays: tuple[jax.Array, jax.Array],
+    description: dict[str, Any],
+    step: jax.Array,
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """One seed's batch of ``step`` from the device-held training set ``arrays = (x, y)``.
+
+    Examples ``perm[p·B : (p+1)·B]`` of the seed's permutation of epoch ``e``, with
+    ``e, p = divmod(step, steps_per_epoch)``; also returns the epoch's augmentation key.
+    """
+    epoch, position = jnp.divmod(step, steps_per_epoch)
+    k = epoch - description["first_epoch"]
+    permutation = jax.lax.dynamic_index_in_dim(description["permutations"], k, keepdims=False)
+    key = jax.lax.dynamic_index_in_dim(description["augmentation_keys"], k, keepdims=False)
+    idx = jax.lax.dynamic_slice_in_dim(permutation, position * batch_size, batch_size)
+    x_train, y_train = arrays
+    return (jnp.take(x_train, idx, axis=0), jnp.take(y_train, idx, axis=0)), key
+
+
+def fed_batch(
+    arrays: tuple[()], description: dict[str, Any], step: jax.Array
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """One seed's host-fed batch: the description's own ``(x, y)`` and augmentation key."""
+    return (description["x"], description["y"]), description["augmentation_key"]
 
 
 class _Source:
@@ -123,16 +155,17 @@ class DeviceSource(_Source):
                 yield block
             step = (first + size) * self.steps_per_epoch
 
-    def seed_batch(
-        self, description: dict[str, Any], step: jax.Array
-    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-        """Seed's batch of ``step``: examples ``perm[p·B : (p+1)·B]`` of its epoch's permutation."""
-        epoch, position = jnp.divmod(step, self.steps_per_epoch)
-        k = epoch - description["first_epoch"]
-        permutation = jax.lax.dynamic_index_in_dim(description["permutations"], k, keepdims=False)
-        key = jax.lax.dynamic_index_in_dim(description["augmentation_keys"], k, keepdims=False)
-        idx = jax.lax.dynamic_slice_in_dim(permutation, position * self.batch_size, self.batch_size)
-        return (jnp.take(self.x_train, idx, axis=0), jnp.take(self.y_train, idx, axis=0)), key
+    @property
+    def arrays(self) -> tuple[jax.Array, jax.Array]:
+        """``(x_train, y_train)`` on the device."""
+        return self.x_train, self.y_train
+
+    @property
+    def seed_batch(self) -> Any:
+        """:func:`gathered_batch` with this source's batch size and epoch length."""
+        return functools.partial(
+            gathered_batch, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch
+        )
 
 
 class HostSource(_Source):
@@ -184,11 +217,12 @@ class HostSource(_Source):
                 yield {"x": x[None], "y": y[None], "augmentation_key": keys}
             step = (epoch + 1) * self.steps_per_epoch
 
-    def seed_batch(
-        self, description: dict[str, Any], step: jax.Array
-    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-        """The fed batch itself."""
-        return (description["x"], description["y"]), description["augmentation_key"]
+    arrays = ()
+
+    @property
+    def seed_batch(self) -> Any:
+        """:func:`fed_batch`."""
+        return fed_batch
 
     def _eval_folder(self, split: str, limit: int | None = None) -> nmedata.ImageFolder:
         if split == "test" and limit is None:

@@ -76,23 +76,46 @@ from nmelab.train.checkpoint import Checkpointer
 from nmelab.train.progress import Progress
 from nmelab.train.run import Run, build_run
 from nmelab.train.seeds import over_seeds
-from nmelab.train.state import TrainState, seed_axes, seed_keys, zero_metrics
+from nmelab.train.state import TrainState, seed_axes, seed_keys, split_seed_key, zero_metrics
 
 __all__ = [
     "abstract_state",
     "classify",
     "due_actions",
+    "eval_step",
     "evaluate",
+    "init_seed",
     "init_state",
     "make_eval_step",
     "make_train_step",
     "restore_state",
     "train_and_evaluate",
+    "train_objective",
     "train_step",
 ]
 
 StopFn = Callable[[int], bool]
 """``stop_fn(step) -> bool``: stop after ``step`` as if killed (no final checkpoint, no summary)."""
+
+
+_COMPILED: dict[tuple[str, str], Callable[..., Any]] = {}
+"""The compiled steps of the last :data:`_NUM_COMPILED` distinct programs, by ``Run.compile_key``.
+
+A sweep runs many configs that differ only in seeds or regularizer strengths, one after another
+in a worker process: they share one compiled step instead of tracing and compiling it per run
+(seconds per run on CPU). The cached functions close over no data (the training set is an
+argument), so a cache entry holds no dataset alive."""
+
+_NUM_COMPILED = 8
+
+
+def _compiled(kind: str, run: Run, build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    key = (kind, run.compile_key)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= _NUM_COMPILED:
+            del _COMPILED[next(iter(_COMPILED))]  # the oldest
+        _COMPILED[key] = build()
+    return _COMPILED[key]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,13 +135,23 @@ def _stacked_state(run: Run, seeds: tuple[Any, Any, jax.Array, jax.Array]) -> Tr
     )
 
 
+def init_seed(
+    model: nn.Module, input_shape: tuple[int, ...], key: jax.Array
+) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """``key -> (params, batch_stats, data_key, step_key)`` of one seed."""
+    init_key, data_key, step_key = split_seed_key(key)
+    variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    return variables["params"], variables.get("batch_stats", {}), data_key, step_key
+
+
 def init_state(run: Run) -> TrainState:
     """The stacked initial state: ``PRNGKey(seed + i)`` initialises seed ``i`` (params, data, noise).
 
     One compiled single-seed init per seed, stacked: compiling the ``vmap`` of a flax init costs
     about three times as much on XLA's CPU backend, for the same values.
     """
-    init = jax.jit(run.init_seed)
+    fn = functools.partial(init_seed, run.model, run.source.input_shape)
+    init = _compiled("init", run, lambda: jax.jit(fn))
     seeds = [jax.device_get(init(key)) for key in seed_keys(run.config.seed, run.num_seeds)]
     return _stacked_state(run, jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *seeds))
 
@@ -126,7 +159,8 @@ def init_state(run: Run) -> TrainState:
 def abstract_state(run: Run) -> TrainState:
     """Shapes and dtypes of :func:`init_state` (``jax.ShapeDtypeStruct`` leaves), computing nothing."""
     keys = jax.ShapeDtypeStruct((run.num_seeds, 2), jnp.uint32)
-    return jax.eval_shape(lambda k: _stacked_state(run, jax.vmap(run.init_seed)(k)), keys)
+    fn = functools.partial(init_seed, run.model, run.source.input_shape)
+    return jax.eval_shape(lambda k: _stacked_state(run, jax.vmap(fn)(k)), keys)
 
 
 def _place(run: Run, tree: Any) -> Any:
@@ -220,11 +254,11 @@ def train_step(
 
 
 def make_train_step(run: Run) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """The compiled ``(state, sums, reg, description) -> (state, sums)`` of every seed.
+    """The compiled ``(state, sums, reg, arrays, description) -> (state, sums)`` of every seed.
 
-    Each seed's batch is made inside the step from the source's description (gathered by index
-    for device data), augmented with ``fold_in(epoch augmentation key, position in epoch)`` when
-    the run augments, split over ``run.mesh`` (data parallel), and trained on with
+    Each seed's batch is made inside the step from the source's ``arrays`` and description
+    (gathered by index for device data), augmented with ``fold_in(epoch augmentation key, position
+    in epoch)`` when the run augments, split over ``run.mesh`` (data parallel), and trained on with
     :func:`train_step`; its metrics are added to the per-seed sums. State and sums are donated.
     """
     step_fn = functools.partial(
@@ -234,27 +268,40 @@ def make_train_step(run: Run) -> Callable[..., tuple[TrainState, dict[str, jax.A
         tx=run.tx,
         learning_rate_fn=run.learning_rate_fn,
     )
+    seed_batch, augment, mesh = run.source.seed_batch, run.augment, run.mesh
+    steps_per_epoch = run.steps_per_epoch
 
-    def one_seed(state: TrainState, sums: Any, reg: Any, description: Any) -> Any:
-        (x, y), augmentation_key = run.source.seed_batch(description, state.step)
-        if run.augment:
-            position = state.step % run.steps_per_epoch
+    def one_seed(state: TrainState, sums: Any, reg: Any, arrays: Any, description: Any) -> Any:
+        (x, y), augmentation_key = seed_batch(arrays, description, state.step)
+        if augment:
+            position = state.step % steps_per_epoch
             x = nmedata.random_crop_flip(x, jax.random.fold_in(augmentation_key, position))
-        state, metrics = step_fn(state, parallel.constrain_batch((x, y), run.mesh), reg)
+        state, metrics = step_fn(state, parallel.constrain_batch((x, y), mesh), reg)
         sums = {k: metrics[k] if k == "lr" else sums[k] + metrics[k] for k in sums}
         return state, sums
 
     axes = seed_axes()
-    seeds = over_seeds(one_seed, run.num_seeds, run.seed_batching, (axes, 0, None, 0), (axes, 0))
-    return jax.jit(seeds, donate_argnums=(0, 1))
+    in_axes = (axes, 0, None, None, 0)
+    seeds = over_seeds(one_seed, run.num_seeds, run.seed_batching, in_axes, (axes, 0))
+    return _compiled("train", run, lambda: jax.jit(seeds, donate_argnums=(0, 1)))
 
 
 def eval_step(
-    params: Any, batch_stats: Any, x: jax.Array, y: jax.Array, mask: jax.Array, *, run: Run
+    params: Any,
+    batch_stats: Any,
+    x: jax.Array,
+    y: jax.Array,
+    mask: jax.Array,
+    *,
+    model: nn.Module,
+    loss: str,
 ) -> jax.Array:
     """``(2,)`` sums over ``mask`` of one seed's per-example loss and correct predictions."""
-    logits = run.eval_apply_fn(batch_stats)(params, x)
-    loss_fn = losses.get(run.loss)
+    variables = (
+        {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+    )
+    logits = model.apply(variables, x, train=False)
+    loss_fn = losses.get(loss)
     per_example = jax.vmap(lambda z, t: loss_fn(z[None], t[None]))(logits, y)
     correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
     mask = mask.astype(jnp.float32)
@@ -263,9 +310,10 @@ def eval_step(
 
 def make_eval_step(run: Run) -> Callable[..., jax.Array]:
     """The compiled ``(params, batch_stats, x, y, mask) -> (S, 2)`` sums of every seed."""
-    fn = functools.partial(eval_step, run=run)
+    fn = functools.partial(eval_step, model=run.model, loss=run.loss)
     axes = (0, 0, None, None, None)
-    return jax.jit(over_seeds(fn, run.num_seeds, run.seed_batching, axes, 0))
+    seeds = over_seeds(fn, run.num_seeds, run.seed_batching, axes, 0)
+    return _compiled("eval", run, lambda: jax.jit(seeds))
 
 
 def evaluate(
@@ -469,11 +517,12 @@ def _train(run: Run, files: _Workdir, stop_fn: StopFn | None) -> dict[str, Any]:
         track(state, 0)
     # a copy of the keys: the state's own arrays are donated to the step
     batches = run.source.train_batches(_place(run, jnp.array(state.data_key)), step)
+    arrays = run.source.arrays
     last_log = (step, files.steady())
     first_call, stopped = True, False
     try:
         while step < run.total_steps:
-            state, sums = step_fn(state, sums, run.regularizer, next(batches))
+            state, sums = step_fn(state, sums, run.regularizer, arrays, next(batches))
             if first_call:  # tracing and compilation of the step (and of the first batch)
                 before = files.timing["train_s"]
                 files.lap("train_s")
