@@ -14,6 +14,7 @@ The entry point is :func:`train_and_evaluate` ``(config, workdir) -> summary``; 
 * :mod:`~nmelab.train.optim` - SGD + momentum + L2 weight decay + warmup/cosine schedule (optax);
 * :mod:`~nmelab.train.checkpoint` - Orbax checkpoints, verified on restore;
 * :mod:`~nmelab.train.tracking` - curvature tracking (tr H, tr GN, tr NME, λmax, NME diagonal);
+* :mod:`~nmelab.train.workdir` - the run's files, clocks, records and summary (:func:`classify`);
 * :mod:`~nmelab.train.trained` - :func:`load_trained`: one seed of a trained run, for analysis.
 """
 
@@ -28,7 +29,6 @@ from nmelab.train.optim import learning_rate_schedule, sgd
 from nmelab.train.run import Run, build_run
 from nmelab.train.state import TrainState
 from nmelab.train.train import (
-    classify,
     evaluate,
     init_state,
     make_eval_step,
@@ -38,6 +38,7 @@ from nmelab.train.train import (
     train_step,
 )
 from nmelab.train.trained import TrainedRun, load_trained
+from nmelab.train.workdir import classify
 
 __all__ = [
     "Run",

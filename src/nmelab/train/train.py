@@ -53,8 +53,6 @@ frozen at its last finite state, ``diverged_step`` is that 0-based step, final m
 from __future__ import annotations
 
 import functools
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,19 +66,18 @@ import optax
 
 from nmelab import data as nmedata
 from nmelab import losses, parallel
-from nmelab._io import read_json, to_jsonable, write_json_atomic
+from nmelab._io import read_json, to_jsonable
 from nmelab.objective import Objective
 from nmelab.train import config as config_lib
-from nmelab.train import metrics_io
 from nmelab.train.checkpoint import Checkpointer
 from nmelab.train.progress import Progress
 from nmelab.train.run import Run, build_run
 from nmelab.train.seeds import over_seeds
 from nmelab.train.state import TrainState, seed_axes, seed_keys, split_seed_key, zero_metrics
+from nmelab.train.workdir import Workdir, run_summary, train_record
 
 __all__ = [
     "abstract_state",
-    "classify",
     "due_actions",
     "eval_step",
     "evaluate",
@@ -337,24 +334,6 @@ def evaluate(
     return {"loss": sums[:, 0] / count, "accuracy": sums[:, 1] / count}
 
 
-def classify(
-    test_loss: float | None, test_accuracy: float | None, num_classes: int, diverged_step: int
-) -> str:
-    """Outcome of one seed: ``"diverged"``, ``"collapsed"`` (a constant predictor) or ``"ok"``.
-
-    Collapsed means test accuracy ``<= 1/K + 0.02`` *and* test loss ``>= 0.95 ln K``: the loss of
-    the uniform prediction is ``ln K``, and a model that learned anything beats both bounds.
-    """
-    if diverged_step >= 0 or test_loss is None or test_accuracy is None:
-        return "diverged"
-    if not np.isfinite(test_loss):
-        return "diverged"
-    chance = 1.0 / num_classes
-    if test_accuracy <= chance + 0.02 and test_loss >= 0.95 * math.log(num_classes):
-        return "collapsed"
-    return "ok"
-
-
 # ------------------------------------------------------------------------------------------------
 # the loop
 
@@ -373,62 +352,8 @@ def due_actions(step: int, total: int, periods: dict[str, int]) -> set[str]:
     return due
 
 
-class _Workdir:
-    """The run's files and clocks; in a multi-host run only process 0 writes."""
-
-    LOGS = ("metrics.jsonl", "curvature.jsonl")
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.writer = jax.process_index() == 0
-        self.timing = dict.fromkeys(("train_s", "compile_s", "eval_s", "checkpoint_s", "tracking_s"), 0.0)  # fmt: skip
-        self.elapsed_before = 0.0
-        self.start = self.mark = time.perf_counter()
-
-    def append(self, name: str, record: dict[str, Any]) -> None:
-        if self.writer:
-            metrics_io.append_jsonl(self.path / name, record)
-
-    def write_json(self, name: str, value: Any) -> None:
-        if self.writer:
-            write_json_atomic(self.path / name, value)
-
-    def cut_logs(self, step: int) -> None:
-        """Drop the records after ``step`` (all of them for ``-1``): they will be redone."""
-        if self.writer:
-            for name in self.LOGS:
-                metrics_io.truncate_jsonl(self.path / name, step)
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.start
-
-    def steady(self) -> float:
-        """Training time without the first call's tracing and compilation."""
-        return self.timing["train_s"] - self.timing["compile_s"]
-
-    def lap(self, name: str | None) -> None:
-        """Book the time since the last lap to ``timing[name]`` (``None``: to nothing)."""
-        now = time.perf_counter()
-        if name is not None:
-            self.timing[name] += now - self.mark
-        self.mark = now
-
-    def meta(self, step: int) -> dict[str, Any]:
-        return {"step": step, "elapsed_s": self.elapsed(), "timing": dict(self.timing)}
-
-
-def _train_record(run: Run, step: int, sums: Any, examples: int, seconds: float) -> dict[str, Any]:
-    values = {k: np.asarray(v, dtype=np.float64) for k, v in sums.items()}
-    count, lr = values.pop("count"), float(values.pop("lr")[0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = {k: v / count for k, v in values.items()}
-    rate = examples / seconds if seconds > 0 else None
-    return {"step": step, "epoch": step / run.steps_per_epoch, "split": "train", **means, "lr": lr,
-            "examples_per_sec": rate}  # fmt: skip
-
-
 def _restore_or_init(
-    run: Run, checkpointer: Checkpointer, files: _Workdir
+    run: Run, checkpointer: Checkpointer, files: Workdir
 ) -> tuple[TrainState, Any, int]:
     sums = zero_metrics(run.num_seeds)
     restored = checkpointer.restore_newest_good(abstract_state(run), sums, set_aside=files.writer)
@@ -443,44 +368,7 @@ def _restore_or_init(
     return _place(run, state), _place(run, sums), step
 
 
-def _summary(run: Run, files: _Workdir, state: TrainState, step: int, evaluations: dict) -> dict:
-    config, num_classes = run.config, run.source.num_classes
-    diverged_at = np.asarray(state.diverged_at)
-    rows: dict[str, list[Any]] = {}
-    for split in ("test", "train"):
-        for metric in ("loss", "accuracy"):
-            values = evaluations.get(split, {}).get(metric)
-            rows[f"{split}_{metric}"] = [
-                None if values is None or d >= 0 else float(values[i])
-                for i, d in enumerate(diverged_at)
-            ]
-    statuses = [
-        classify(rows["test_loss"][i], rows["test_accuracy"][i], num_classes, int(d))
-        for i, d in enumerate(diverged_at)
-    ]
-    train_examples = step * config.batch_size * config.num_seeds
-    return {
-        "status": statuses,
-        "diverged_step": [int(d) if d >= 0 else None for d in diverged_at],
-        "seeds": [config.seed + i for i in range(config.num_seeds)],
-        **rows,
-        "steps": step,
-        "total_steps": run.total_steps,
-        "epochs": step / run.steps_per_epoch,
-        "num_params": run.num_params,
-        "num_classes": num_classes,
-        "wall_time_s": files.elapsed(),
-        "examples_per_sec": train_examples / max(files.steady(), 1e-9),
-        "timing": dict(files.timing),
-        "dataset": config.dataset,
-        "model": config.model,
-        "activation": config.activation,
-        "regularizer": config.regularizer,
-        "regularizer_params": config.regularizer_params.to_dict(),
-    }
-
-
-def _train(run: Run, files: _Workdir, stop_fn: StopFn | None) -> dict[str, Any]:
+def _train(run: Run, files: Workdir, stop_fn: StopFn | None) -> dict[str, Any]:
     config = run.config
     checkpointer = Checkpointer(files.path, config.max_checkpoints)
     step_fn, eval_fn = make_train_step(run), make_eval_step(run)
@@ -537,7 +425,7 @@ def _train(run: Run, files: _Workdir, stop_fn: StopFn | None) -> dict[str, Any]:
             files.lap("train_s")
             if "log" in due:
                 examples = (step - last_log[0]) * config.batch_size * config.num_seeds
-                record = _train_record(run, step, sums, examples, files.steady() - last_log[1])
+                record = train_record(run, step, sums, examples, files.steady() - last_log[1])
                 files.append("metrics.jsonl", {**record, "elapsed_s": files.elapsed()})
                 progress.update(
                     step, record["loss"], record["accuracy"], record["examples_per_sec"]
@@ -566,7 +454,7 @@ def _train(run: Run, files: _Workdir, stop_fn: StopFn | None) -> dict[str, Any]:
         record = {"step": step, "epoch": step / run.steps_per_epoch, "split": "train_eval"}
         files.append("metrics.jsonl", {**record, **evaluations["train"], "final": True})
         files.lap("eval_s")
-    summary = _summary(run, files, state, step, evaluations)
+    summary = run_summary(run, files, state, step, evaluations)
     files.write_json("summary.json", summary)
     return to_jsonable(summary)
 
@@ -618,7 +506,7 @@ def train_and_evaluate(
     run = build_run(config)
     _check_same_config(workdir, config_dict)
     workdir.mkdir(parents=True, exist_ok=True)
-    files = _Workdir(workdir)
+    files = Workdir(workdir)
     files.write_json("config.json", config_dict)
     return _train(run, files, stop_fn)
 
