@@ -36,6 +36,7 @@ import optax  # noqa: E402
 
 import nmelab  # noqa: E402
 from nmelab import regularizers  # noqa: E402
+from nmelab._tree import tree_sq_norm  # noqa: E402
 from nmelab.estimators.probes import sample_probe  # noqa: E402
 
 BATCH = 128
@@ -127,7 +128,7 @@ def alternative_directions(objective):
     def double_backprop_penalty(params, batch, key):
         def penalized(p):
             g = jax.grad(loss)(p, batch)
-            return loss(p, batch) + 0.1 * jnp.sqrt(regularizers.base.tree_sq_norm(g))
+            return loss(p, batch) + 0.1 * jnp.sqrt(tree_sq_norm(g))
 
         return jax.grad(penalized)(params)
 

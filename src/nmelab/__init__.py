@@ -5,11 +5,15 @@ The public API (each documented with the paper equation it implements):
 * :class:`Objective` - a model ``apply_fn(params, x)`` and a loss.
 * Curvature operators (eq. 2-4): :func:`hessian`, :func:`gauss_newton`, :func:`nme`,
   :func:`fisher`; the joint product :func:`split_product`; the empirical NTK :func:`ntk` (eq. 22).
+* Estimators (traces, diagonals, Lanczos eigenpairs, SLQ spectral densities) and
+  :func:`analyze` (:mod:`analysis`: all of them for one model in one record, the Python side of
+  ``nmelab analyze``).
 * :mod:`regularizers` - every sharpness regularizer (gradient penalty eq. 7-8, SAM/USAM eq. 42-43,
   weight noise eq. 17, Hessian/GN/NME trace penalties eq. 19-20) behind ``regularizers.get``.
 """
 
-from nmelab import regularizers
+from nmelab import analysis, regularizers
+from nmelab.analysis import analyze
 from nmelab.curvature import (
     fisher,
     gauss_newton,
@@ -50,6 +54,8 @@ __all__ = [
     "Objective",
     "SpectralDensity",
     "SplitEstimate",
+    "analysis",
+    "analyze",
     "block_norms",
     "density_on_grid",
     "diagonal",

@@ -40,8 +40,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import ndtr
+
+from nmelab import validation
 
 __all__ = [
     "NAMES",
@@ -91,28 +92,8 @@ def _heaviside(x: jax.Array) -> jax.Array:
 
 
 def _check_beta(beta: Any) -> float:
-    """Validate the sharpness ``beta`` and return it as a Python float.
-
-    Raises:
-        TypeError: ``beta`` is traced, a bool, a string, or not a scalar real number.
-        ValueError: ``beta`` is not finite or not > 0.
-    """
-    if isinstance(beta, jax.core.Tracer):
-        raise TypeError(
-            "beta must be a concrete Python number (a hyperparameter, validated and fixed when "
-            f"the activation is built), got a traced value {beta!r}; close over beta instead of "
-            "passing it through jit/vmap/grad"
-        )
-    try:
-        arr = np.asarray(beta)
-    except Exception as err:
-        raise TypeError(f"beta must be a real number > 0, got {beta!r}") from err
-    if arr.ndim != 0 or arr.dtype.kind not in "iuf":
-        raise TypeError(f"beta must be a real number > 0, got {beta!r}")
-    value = float(arr)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"beta must be a finite number > 0, got {value!r}")
-    return value
+    """Validate the sharpness ``beta`` (a concrete finite number > 0); return it as a float."""
+    return validation.check_number(beta, "beta", minimum=0.0, strict=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 
 from nmelab.types import LossFn
 
+__all__ = ["LOSS_NAMES", "cross_entropy", "get", "mse"]
+
 LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "mse")
 
 

@@ -27,6 +27,8 @@ import jax
 from nmelab import losses
 from nmelab.types import ApplyFn, Batch, LossFn, Params
 
+__all__ = ["Objective"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Objective:

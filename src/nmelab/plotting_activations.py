@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nmelab import activations
+from nmelab import activations, validation
 
-__all__ = ["plot_activations"]
+__all__ = ["check_betas", "plot_activations"]
 
 _X_LIMIT = 3.0
 
@@ -28,6 +28,22 @@ def _ad_curves(fn, x: jax.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d1 = jax.grad(fn)
     d2 = jax.grad(d1)
     return tuple(np.asarray(jax.vmap(g)(x)) for g in (fn, d1, d2))
+
+
+def check_betas(betas: Sequence[float]) -> list[float]:
+    """Return ``betas`` as floats, each finite and > 0 (the sharpness of β-GELU, eq. 13).
+
+    Raises:
+        TypeError: a β that is not a real number.
+        ValueError: an empty sequence, or a β that is not finite or ≤ 0 (its index is named).
+    """
+    betas = list(betas)
+    if not betas:
+        raise ValueError("betas must hold at least one value > 0, got an empty sequence")
+    return [
+        validation.check_number(b, f"betas[{i}]", minimum=0.0, strict=True)
+        for i, b in enumerate(betas)
+    ]
 
 
 def plot_activations(
@@ -54,17 +70,13 @@ def plot_activations(
         The path written.
 
     Raises:
+        TypeError: a β that is not a real number, or a non-integer ``num_points``.
         ValueError: empty ``betas``, a β not finite or ≤ 0, or ``num_points`` < 3.
     """
     from matplotlib.figure import Figure  # Agg canvas via savefig; no pyplot global state
 
-    betas = [float(b) for b in betas]
-    if not betas:
-        raise ValueError("betas must hold at least one value > 0, got an empty sequence")
-    for beta in betas:
-        activations.get("beta_gelu", beta=beta)  # validates: ValueError names beta
-    if num_points < 3:
-        raise ValueError(f"num_points must be an integer >= 3, got {num_points!r}")
+    betas = check_betas(betas)
+    num_points = validation.check_count(num_points, "num_points", 3)
     num_points += 1 - num_points % 2  # odd: x = 0 exactly on the grid
 
     x = jnp.linspace(-_X_LIMIT, _X_LIMIT, num_points, dtype=jnp.float32)

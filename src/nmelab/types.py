@@ -7,6 +7,8 @@ from typing import Any, TypeAlias
 
 import jax
 
+__all__ = ["ApplyFn", "Batch", "Key", "LossFn", "Params", "PyTree"]
+
 Params: TypeAlias = Any
 """A pytree of floating-point arrays: the model parameters θ."""
 

@@ -40,7 +40,9 @@ def activation_curvature_term(params, batch, activation, second_derivative):
     pre = forward(params, zero_shifts)[1]
     total = 0.0
     for index, (delta, h) in enumerate(zip(deltas, pre, strict=True)):
-        jac = jax.jacfwd(lambda f, i=index: forward(unravel(f), zero_shifts)[1][i].reshape(-1))(flat)
+        jac = jax.jacfwd(lambda f, i=index: forward(unravel(f), zero_shifts)[1][i].reshape(-1))(
+            flat
+        )
         weights = (delta * second_derivative(h)).reshape(-1)
         total = total + jac.T @ (weights[:, None] * jac)
     return np.asarray(total)

@@ -86,7 +86,7 @@ def test_random_crop_flip_deterministic_and_a_shifted_crop():
     assert not np.array_equal(a, np.asarray(data.random_crop_flip(x, k2)))
     identity = data.random_crop_flip(x, k1, padding=0, flip=False)
     np.testing.assert_array_equal(np.asarray(identity), x)
-    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
     # each output is one of the 9x9 crops of the padded image, maybe mirrored
     for n in range(len(x)):
         candidates = [padded[n, i : i + 8, j : j + 8] for i in range(9) for j in range(9)]

@@ -114,6 +114,10 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path, payload):
 def test_missing_and_malformed_directories(tmp_path):
     with pytest.raises(FileNotFoundError, match="(?s)does not exist.*cifar-10-batches-bin"):
         data.cifar10(tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=f"data_dir '{tmp_path}/a_file' is a file, not a"):
+        data.cifar10(tmp_path / "a_file")
+    (tmp_path / "a_file").unlink()
     with pytest.raises(FileNotFoundError, match="(?s)no CIFAR-10 batches.*cifar-10-batches-py"):
         data.cifar10(tmp_path)
     folder = write_bin(tmp_path)
@@ -134,3 +138,42 @@ def test_malformed_python_batch(tmp_path):
     (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="not a readable pickle"):
         data.cifar10(tmp_path)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _bad_label(path):
+    raw = bytearray(path.read_bytes())
+    raw[0] = 11
+    path.write_bytes(bytes(raw))
+
+
+def _pickle_of(value):
+    def write(path):
+        with open(path, "wb") as f:
+            pickle.dump(value, f, protocol=4)
+
+    return write
+
+
+@pytest.mark.parametrize(
+    ("version", "damage"),
+    [
+        ("bin", _truncate),
+        ("bin", _bad_label),
+        ("bin", os.remove),
+        ("py", _truncate),
+        ("py", _pickle_of([1, 2])),
+        ("py", _pickle_of({b"data": np.zeros((2, 3072), np.uint8)})),
+        ("py", os.remove),
+    ],
+)
+def test_every_damaged_batch_is_named(tmp_path, version, damage):
+    folder = write_bin(tmp_path) if version == "bin" else write_py(tmp_path, protocol=4)
+    path = folder / ("data_batch_3.bin" if version == "bin" else "data_batch_3")
+    damage(path)
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        data.cifar10(tmp_path)
+    assert repr(str(path)) in str(info.value)

@@ -1,3 +1,6 @@
+import dataclasses
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -81,6 +84,9 @@ def test_random_resized_crop_box_valid():
 def test_layout_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="(?s)does not exist.*train/<class>"):
         data.imagenet(tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=f"data_dir '{tmp_path}/a_file' is a file, not a"):
+        data.imagenet(tmp_path / "a_file")
     (tmp_path / "train" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "x.jpg")
     with pytest.raises(FileNotFoundError, match="val"):
@@ -96,3 +102,87 @@ def test_default_eval_resize_keeps_256_over_224(folder):
         data.decode_image(path, None, image_size=16), data.decode_image(path, None, 16, 18)
     )
     assert data.decode_image(path, None).shape == (224, 224, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# damaged images: skipped with a warning naming the file, counted, fatal only past the limit
+# --------------------------------------------------------------------------------------------
+
+
+def _image_folder(root, num_train, num_damaged, num_val=2):
+    """A one-class folder whose first ``num_damaged`` training JPEGs are cut to half their bytes."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / split / "n01").mkdir(parents=True)
+        for i in range(count):
+            path = root / split / "n01" / f"img_{i}.JPEG"
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+            if split == "train" and i < num_damaged:
+                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return data.imagenet(root)
+
+
+def test_truncated_jpeg_is_skipped_with_a_warning_naming_it(tmp_path):
+    folder = _image_folder(tmp_path, num_train=4, num_damaged=1)
+    damaged = folder.train_files[0]
+    with pytest.warns(
+        data.CorruptImageWarning,
+        match=rf"skipped damaged image '{damaged}'.*1 damaged so far, the run stops past 10",
+    ):
+        batches = list(data.image_batches(folder, 4, KEY, 0, normalize=False, **SIZES))
+    assert list(folder.corrupt_files) == [damaged]
+    ((x, y),) = batches
+    assert x.shape == (4, 16, 16, 3)  # a training batch keeps its size ...
+    order = np.asarray(data.epoch_permutation(4, KEY, 0)).tolist()
+    slot = order.index(0)
+    copied = next((g for g in range(slot + 1, 4)), 0)  # ... with the next good image's copy
+    np.testing.assert_array_equal(x[slot], x[copied])
+    assert len({x[i].tobytes() for i in range(4)}) == 3
+    with warnings.catch_warnings():  # the same file in a later epoch: no new warning, same count
+        warnings.simplefilter("error")
+        assert len(list(data.image_batches(folder, 4, KEY, 1, normalize=False, **SIZES))) == 1
+    assert len(folder.corrupt_files) == 1
+
+
+def test_evaluation_drops_a_damaged_image_and_the_pool_agrees(tmp_path):
+    folder = _image_folder(tmp_path, num_train=3, num_damaged=1)
+    train_view = dataclasses.replace(folder, test_files=folder.train_files, y_test=folder.y_train)
+    with pytest.warns(data.CorruptImageWarning, match="img_0.JPEG"):
+        ((x, _),) = data.image_batches(train_view, 3, None, split="test", **SIZES)
+    assert x.shape == (2, 16, 16, 3)  # dropped, not copied: no image counted twice
+    assert list(folder.corrupt_files) == [folder.train_files[0]]  # shared with the view
+    pooled = list(data.image_batches(train_view, 3, None, split="test", num_workers=2, **SIZES))
+    np.testing.assert_array_equal(pooled[0][0], x)
+
+
+def test_more_damaged_images_than_the_limit_stop_the_run(tmp_path):
+    folder = _image_folder(tmp_path, num_train=12, num_damaged=11)
+    assert data.corrupt_limit(folder.num_train + folder.num_test) == 10
+    with pytest.warns(data.CorruptImageWarning):
+        with pytest.raises(
+            data.CorruptImagesError,
+            match=r"11 images could not be decoded, more than the 10 tolerated.*img_",
+        ):
+            list(data.image_batches(folder, 12, KEY, 0, **SIZES))
+
+
+def test_corrupt_limit_is_a_tenth_of_a_percent_with_a_floor():
+    assert data.corrupt_limit(1_331_167) == 1331  # ImageNet-1k train + val
+    assert data.corrupt_limit(5) == data.corrupt_limit(10_999) == 10
+
+
+def test_decode_errors_name_the_file(tmp_path):
+    missing = str(tmp_path / "gone.JPEG")
+    with pytest.raises(data.CorruptImageError, match=rf"cannot decode '{missing}'"):
+        data.decode_image(missing, None, **SIZES)
+    text = tmp_path / "text.JPEG"
+    text.write_text("not an image")
+    with pytest.raises(data.CorruptImageError, match=rf"cannot decode '{text}'.*cannot identify"):
+        data.decode_image(str(text), None, **SIZES)
+
+
+def test_a_training_batch_with_no_good_image_stops_and_names_them(tmp_path):
+    folder = _image_folder(tmp_path, num_train=2, num_damaged=2)
+    with pytest.warns(data.CorruptImageWarning):
+        with pytest.raises(data.CorruptImagesError, match=r"all 2 images .* damaged.*img_0.JPEG"):
+            list(data.image_batches(folder, 2, KEY, 0, **SIZES))

@@ -24,7 +24,11 @@ def test_unknown_name_lists_the_valid_choices():
 @pytest.mark.parametrize(
     ("name", "hparams", "match"),
     [
-        ("sam", {"rho": 0.1, "sigma": 0.1}, "'sam' accepts only rho; got unknown.*sigma=0.1"),
+        (
+            "sam",
+            {"rho": 0.1, "sigma": 0.1},
+            "'sam' accepts only rho, weight_decay, weight_decay_mask; got unknown.*sigma=0.1",
+        ),
         ("none", {"rho": 0.1}, "'none' takes no hyperparameters"),
         ("gradient_penalty", {"rho": 0.1, "q": 2}, "accepts only rho, p; .*q=2"),
         ("weight_noise", {"rho": 0.1}, "accepts only sigma"),

@@ -196,14 +196,15 @@ def test_nme_quadratic_form_equals_the_nme_product():
     np.testing.assert_allclose(value - objective.value(params, batch), 0.5 * sigma**2 * quad)
 
 
-def test_penalty_probes_are_those_of_the_trace_estimator():
+@pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
+def test_penalty_probes_are_those_of_the_trace_estimator(probe):
     # same key, same probes: the penalty's (2/σ²)(value − L) is the mean of nmelab.trace's samples
     objective, params, batch = problem_for("tanh")
     key, sigma = jax.random.key(8), 0.5
     for name, op_fn in (("hessian_trace", nmelab.hessian), ("nme_trace", nmelab.nme)):
-        reg = regularizers.get(name, sigma=sigma, num_probes=3)
+        reg = regularizers.get(name, sigma=sigma, num_probes=3, probe=probe)
         value, _ = run(reg, objective, params, batch, key)
-        estimate = nmelab.trace(op_fn(objective, params, batch), key, 3)
+        estimate = nmelab.trace(op_fn(objective, params, batch), key, 3, probe=probe)
         penalty = (value - objective.value(params, batch)) / (0.5 * sigma**2)
         np.testing.assert_allclose(penalty, estimate.value, rtol=1e-10)
 

@@ -81,6 +81,8 @@ def test_config_takes_one_step_with_its_tiny_model(name, tmp_path):
             "num_epochs": 1.0,
             "warmup_epochs": 0.0,
             "progress": False,
+            # ghost BatchNorm groups must divide the batch of 8
+            **({"model_kwargs.bn_batch": 4} if "bn_batch" in config.model_kwargs else {}),
         },
     )
     summary = train_and_evaluate(config, tmp_path)

@@ -41,7 +41,7 @@ def test_l2_weight_decay_enters_before_momentum(nesterov):
 
 
 def test_weight_decay_mask_skips_one_dimensional_leaves():
-    tx = sgd(optax.constant_schedule(1.0), 0.0, False, 0.5, "no_bn_bias")
+    tx = sgd(optax.constant_schedule(1.0), 0.0, False, 0.5, "no_bn_and_bias")
     params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}
     zeros = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros((2,))}
     updates, _ = tx.update(zeros, tx.init(params), params)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from nmelab.cli.errors import UsageError, check_output_file
+
+__all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,13 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Make the figure; return the exit code."""
-    from nmelab.plotting_activations import plot_activations
+    """Check ``--out`` and ``--betas`` before any work, then make the figure; return the exit code.
 
+    Raises:
+      UsageError: ``--out`` cannot be written (a folder, under a file, not writable) or a
+        ``--betas`` value is not finite and > 0.
+    """
+    from nmelab.plotting_activations import check_betas, plot_activations
+
+    out = check_output_file(args.out, arg="--out")
     try:
-        path = plot_activations(args.out, betas=args.betas)
-    except ValueError as err:  # bad --betas: report like argparse, no traceback
-        print(f"nmelab activations: error: {err}", file=sys.stderr)
-        return 2
+        betas = check_betas(args.betas)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--betas: {err}") from None
+    path = plot_activations(out, betas=betas)
     print(f"wrote {path}")
     return 0

@@ -1,355 +1,366 @@
-"""``nmelab analyze``: the H / GN / NME split of a small MLP on scikit-learn's digits, in one go.
+"""``nmelab analyze``: render :func:`nmelab.analysis.analyze` for a trained run, or for a quick demo.
 
-Trains an MLP briefly (SGD with momentum) and then, on a fixed batch of training data and in float64:
+``nmelab analyze --workdir RUN [--step N]`` restores the final (or step ``N``) checkpoint of a
+``nmelab train`` run with :func:`nmelab.train.load_trained` and analyses it on its own config's
+model (eval mode) and data. Without ``--workdir`` it trains the demo, a small MLP on scikit-learn's
+digits, with :func:`nmelab.train.train_and_evaluate` into ``OUT/runs/`` (rerunning reuses those
+runs) and analyses that.
 
-* estimates ``tr H``, ``tr GN`` and ``tr NME`` on shared probes (± stderr), with the exact traces
-  and the sampled-label GN trace (eq. 20) beside them;
-* finds ``λ_min`` and ``λ_max`` of each by Lanczos;
-* measures the sparsity of the exact NME diagonal;
-* writes ``spectral_density.png`` (SLQ densities of H, GN, NME) and ``nme_diagonal_vs_beta.png``
-  (NME-diagonal statistics of β-GELU MLPs trained the same way, across β) into ``--out``.
+The analysis is exactly ``nmelab.analysis.analyze(objective, params, batch,
+key=jax.random.key(--seed), num_probes=--num-probes, num_iters=--num-iters)`` in float64, with
+``params`` the run's parameters cast to float64 and ``batch`` the first ``--batch-size`` training
+examples (float64 inputs). ``OUT`` receives:
+
+* ``analysis.json``: ``{"run": ..., "batch": ..., "seed": ..., "analysis": Analysis.to_dict()}``
+  (and the demo's ``"beta_sweep"``);
+* ``spectral_density.png`` (SLQ densities of H, GN and NME) and ``nme_diagonal.png`` (the NME
+  diagonal and block norms per layer);
+* for the demo, ``nme_diagonal_vs_beta.png``: the NME-diagonal statistics of β-GELU MLPs trained
+  the same way, across β (section 4.3).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from nmelab.cli.errors import UsageError, check_output_dir
+
+__all__ = ["register", "run"]
+
 DEFAULT_BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)
-HIDDEN = (32, 32)
+DEMO_FEATURES = (32, 32)
 BETA_ACTIVATIONS = ("beta_gelu", "augmented_relu")
+DEMO_DEFAULTS = {"epochs": 25.0, "activation": "gelu", "beta": 1.0, "betas": list(DEFAULT_BETAS)}
+"""Options of the demo model; with ``--workdir`` they are an error (the run defines its model)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``analyze`` sub-command to ``subparsers``."""
     parser = subparsers.add_parser(
         "analyze",
-        help="train a small MLP on digits and analyse its Hessian, Gauss-Newton and NME",
+        help="analyse the Hessian, Gauss-Newton and NME of a trained run (or of a demo MLP)",
         description=(
-            "Train a 64-32-32-10 MLP briefly on scikit-learn's digits, then report tr H, tr GN, "
-            "tr NME (± stderr), their extreme eigenvalues and the sparsity of the NME diagonal, "
-            "and write spectral_density.png and nme_diagonal_vs_beta.png."
+            "Report tr H, tr GN, tr NME (± stderr), their extreme eigenvalues, the NME diagonal's "
+            "sparsity per layer and the spectral densities of a run trained with nmelab train "
+            "(--workdir), or of a 64-32-32-10 MLP trained briefly on digits (the default demo); "
+            "write analysis.json, spectral_density.png and nme_diagonal.png into --out."
         ),
-    )
-    parser.add_argument("--steps", type=_positive_int, default=300, help="SGD steps (default 300)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument(
-        "--activation",
-        default="gelu",
-        help="activation of the analysed MLP, a name of nmelab.activations (default gelu)",
+        epilog="example: nmelab analyze --workdir runs/digits --out runs/digits/analysis",
     )
     parser.add_argument(
-        "--beta",
-        type=float,
-        default=1.0,
-        help="beta for --activation beta_gelu or augmented_relu (default 1)",
+        "--workdir",
+        type=Path,
+        metavar="RUN",
+        help="a nmelab train workdir to analyse (default: train and analyse the demo MLP)",
+    )
+    parser.add_argument(
+        "--step",
+        type=_non_negative_int,
+        metavar="N",
+        help="checkpoint step of --workdir (default: the final checkpoint)",
+    )
+    parser.add_argument(
+        "--seed-index",
+        type=_non_negative_int,
+        default=0,
+        metavar="I",
+        help="which seed of a multi-seed run to analyse (default 0)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the analysis key (and of the demo run)"
     )
     parser.add_argument(
         "--num-probes",
-        type=_positive_int,
+        type=_int_at_least(2),
         default=30,
         help="Hutchinson probes for the traces (default 30); SLQ uses a third of them",
     )
     parser.add_argument(
-        "--num-iters", type=_positive_int, default=40, help="Lanczos steps (default 40)"
+        "--num-iters", type=_int_at_least(2), default=40, help="Lanczos steps (default 40)"
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_int_at_least(1),
         default=256,
-        help="training examples the curvature is measured on (default 256)",
-    )
-    parser.add_argument(
-        "--betas",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_BETAS),
-        metavar="BETA",
-        help="beta values of the beta-GELU sweep (default 1 3 10 30 100)",
+        help="first training examples the curvature is measured on (default 256)",
     )
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("analyze_out"),
         metavar="DIR",
-        help="output folder for the figures (default analyze_out)",
+        help="output folder (default: RUN/analysis with --workdir, else analyze_out)",
     )
-    # A --checkpoint option (trainer work) plugs in here: see _model_and_params.
+    demo = parser.add_argument_group("demo model (without --workdir)")
+    demo.add_argument("--epochs", type=float, help="training epochs of the demo (default 25)")
+    demo.add_argument(
+        "--activation", help="activation of the demo MLP, a name of nmelab.activations (gelu)"
+    )
+    demo.add_argument("--beta", type=float, help="beta for beta_gelu or augmented_relu (1)")
+    demo.add_argument(
+        "--betas",
+        type=float,
+        nargs="+",
+        metavar="BETA",
+        help="beta values of the beta-GELU sweep (default 1 3 10 30 100)",
+    )
     parser.set_defaults(run_fn=run)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_non_negative_int = _int_at_least(0)
 
 
 @dataclasses.dataclass(frozen=True)
-class Trained:
-    """A trained model, ready for analysis (float64 params and batch)."""
+class _Model:
+    """What is analysed: a restored run (``nmelab.train.TrainedRun``) and how it is described."""
 
-    objective: Any
-    params: Any
-    batch: tuple[Any, Any]
-    train_accuracy: float
-    test_accuracy: float
+    trained: Any
     label: str
+    describe: dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the analysis; return the exit code."""
+    """Analyse the run (or the demo), print the table and write the JSON and PNGs; exit code."""
+    demo = _check_arguments(args)
+    out = check_output_dir(args.out or _default_out(args), arg="--out")
     import jax
 
+    jax.config.update("jax_enable_x64", True)  # the analysis runs in float64
+    if demo is None:
+        model = _restore(args.workdir, args.step, args.seed_index)
+    else:
+        model = _train_demo(demo, args.seed, out, demo["activation"], demo["beta"])
+    result, batch_size = _analyze(model, args)
+    record = {
+        "run": model.describe,
+        "batch": {"split": "train", "first_examples": batch_size},
+        "seed": args.seed,
+        "analysis": result.to_dict(),
+    }
+    _write_figures(result, model, out)
+    print(result.table())
+    if demo is not None:
+        record["beta_sweep"] = _beta_sweep(demo, args, out, model, result)
+    from nmelab._io import write_json_atomic
+
+    write_json_atomic(out / "analysis.json", record)
+    print(f"wrote {out / 'analysis.json'} and the figures in {out}")
+    return 0
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    return Path(args.workdir) / "analysis" if args.workdir else Path("analyze_out")
+
+
+def _check_arguments(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The demo options (defaults filled in), or ``None`` for ``--workdir``; UsageError if wrong."""
+    given = [name for name in DEMO_DEFAULTS if getattr(args, name) is not None]
+    if args.workdir is not None:
+        if given:
+            flags = ", ".join(f"--{name}" for name in given)
+            raise UsageError(f"{flags}: only for the demo model; --workdir analyses the run's own")
+        if not Path(args.workdir).is_dir():
+            raise UsageError(f"--workdir {args.workdir}: no such folder")
+        return None
+    if args.step is not None or args.seed_index:
+        raise UsageError("--step and --seed-index need --workdir")
     from nmelab import activations
 
-    if args.activation not in activations.names():
-        print(
-            f"nmelab analyze: error: --activation must be one of {', '.join(activations.names())}, "
-            f"got {args.activation!r}",
-            file=sys.stderr,
+    demo = {
+        name: default if getattr(args, name) is None else getattr(args, name)
+        for name, default in DEMO_DEFAULTS.items()
+    }
+    if demo["activation"] not in activations.names():
+        raise UsageError(
+            f"--activation must be one of {', '.join(activations.names())}, "
+            f"got {demo['activation']!r}"
         )
-        return 2
-    if any(not b > 0 for b in args.betas) or not args.beta > 0:
-        print("nmelab analyze: error: --beta and --betas must be > 0", file=sys.stderr)
-        return 2
-    jax.config.update("jax_enable_x64", True)  # the analysis runs in float64
-    return _analyze(args)
+    if not demo["epochs"] > 0:
+        raise UsageError(f"--epochs must be > 0, got {demo['epochs']}")
+    if any(not b > 0 for b in (*demo["betas"], demo["beta"])):
+        raise UsageError(f"--beta and --betas must be > 0, got {demo['beta']} and {demo['betas']}")
+    return demo
 
 
-def _same_model(args: argparse.Namespace, beta: float) -> bool:
-    """Whether β-GELU at ``beta`` is the analysed model (GELU is β-GELU at β = 1, eq. 13)."""
-    if args.activation == "beta_gelu":
-        return beta == args.beta
-    return args.activation == "gelu" and beta == 1.0
+def _restore(workdir: Path, step: int | None, seed_index: int) -> _Model:
+    from nmelab import train
+
+    try:
+        trained = train.load_trained(workdir, step=step, seed=seed_index)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"--workdir {workdir}: {err}") from err
+    config = trained.config
+    label = f"{config.model} on {config.dataset}, step {trained.step}"
+    describe = {
+        "workdir": str(workdir),
+        "step": trained.step,
+        "seed_index": seed_index,
+        "dataset": config.dataset,
+        "model": config.model,
+        "activation": config.activation,
+    }
+    return _Model(trained, label, describe)
 
 
-def _activation_params(name: str, beta: float) -> dict[str, float]:
-    return {"beta": float(beta)} if name in BETA_ACTIVATIONS else {}
+def _demo_config(demo: dict[str, Any], seed: int, activation: str, beta: float):
+    from nmelab.train import default_config
+
+    config = default_config()
+    config.dataset, config.model = "digits", "mlp"
+    config.model_kwargs.features = DEMO_FEATURES
+    config.activation = activation
+    if activation in BETA_ACTIVATIONS:
+        config.activation_params.beta = float(beta)
+    config.num_epochs = float(demo["epochs"])
+    config.seed = seed
+    config.eval_every_epochs = 0
+    config.progress = False
+    return config
 
 
-def _model_and_params(args: argparse.Namespace, activation: str, beta: float) -> Trained:
-    """Train the MLP for ``args.steps`` steps; a ``--checkpoint`` option will restore params here."""
+def _train_demo(demo: dict[str, Any], seed: int, out: Path, activation: str, beta: float) -> _Model:
+    """Train (or reuse) the demo run of ``activation`` at ``beta`` under ``out/runs``."""
+    from nmelab import train
+
+    label = activation + (f"(β={beta:g})" if activation in BETA_ACTIVATIONS else "")
+    name = activation + (f"_beta{beta:g}" if activation in BETA_ACTIVATIONS else "")
+    workdir = out / "runs" / name
+    try:
+        summary = train.train_and_evaluate(_demo_config(demo, seed, activation, beta), workdir)
+    except ValueError as err:  # a run of other settings already in this --out
+        raise UsageError(f"--out {out}: {err}; choose another --out") from err
+    trained = train.load_trained(workdir)
+    describe = {
+        "workdir": str(workdir),
+        "step": trained.step,
+        "dataset": "digits",
+        "model": f"mlp {DEMO_FEATURES}",
+        "activation": label,
+        "train_accuracy": summary["train_accuracy"][0],
+        "test_accuracy": summary["test_accuracy"][0],
+    }
+    print(
+        f"demo: MLP 64-{'-'.join(map(str, DEMO_FEATURES))}-10 ({label}) on digits, "
+        f"{trained.step} SGD steps: train/test accuracy {describe['train_accuracy']:.3f}/"
+        f"{describe['test_accuracy']:.3f}"
+    )
+    return _Model(trained, f"MLP {label} on digits, step {trained.step}", describe)
+
+
+def _float64_inputs(trained: Any, batch_size: int) -> tuple[Any, tuple[Any, Any]]:
+    """The run's params and its first ``batch_size`` training examples, as float64."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
-    import optax
 
-    import nmelab
-    from nmelab import data, models
-
-    dataset = data.get("digits")
-    params_kwargs = _activation_params(activation, beta)
-    model = models.get(
-        "mlp",
-        features=HIDDEN,
-        num_classes=dataset.num_classes,
-        activation=activation,
-        activation_params=params_kwargs,
-    )
-
-    def apply_fn(params, x):
-        return model.apply({"params": params}, x)
-
-    objective = nmelab.Objective(apply_fn, "cross_entropy")
-    x_train = jnp.asarray(dataset.x_train, jnp.float32)
-    y_train = jnp.asarray(dataset.y_train)
-    key = jax.random.key(args.seed)
-    init_key, batch_key = jax.random.split(key)
-    params = model.init(init_key, x_train[:1])["params"]
-    optimizer = optax.sgd(optax.cosine_decay_schedule(0.1, args.steps), momentum=0.9)
-
-    @jax.jit
-    def train(params, key):
-        def step(carry, k):
-            params, opt_state = carry
-            index = jax.random.randint(k, (128,), 0, x_train.shape[0])
-            grads = jax.grad(objective.value)(params, (x_train[index], y_train[index]))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        keys = jax.random.split(key, args.steps)
-        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), keys)
-        return params
-
-    params = train(params, batch_key)
-
-    def accuracy(x, y):
-        logits = apply_fn(params, jnp.asarray(x, jnp.float32))
-        return float(np.mean(np.asarray(jnp.argmax(logits, -1)) == np.asarray(y)))
-
-    params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-    num = min(args.batch_size, x_train.shape[0])
+    dataset = trained.dataset
+    if not hasattr(dataset, "x_train"):
+        raise UsageError(
+            f"--workdir: dataset {getattr(dataset, 'name', dataset)!r} is not held in memory; "
+            "analyze needs an in-memory dataset (digits, mnist1d, synthetic, cifar10)"
+        )
+    num = min(batch_size, len(dataset.x_train))
+    params = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), trained.params)
     batch = (jnp.asarray(dataset.x_train[:num], jnp.float64), jnp.asarray(dataset.y_train[:num]))
-    label = activation + (f"(β={beta:g})" if params_kwargs else "")
-    return Trained(
-        objective,
-        params64,
+    return params, batch
+
+
+def _analyze(model: _Model, args: argparse.Namespace):
+    import jax
+
+    from nmelab.analysis import analyze
+
+    params, batch = _float64_inputs(model.trained, args.batch_size)
+    print(f"analysing {model.label} on N = {batch[0].shape[0]} training examples ...")
+    result = analyze(
+        model.trained.objective,
+        params,
         batch,
-        accuracy(dataset.x_train, dataset.y_train),
-        accuracy(dataset.x_test, dataset.y_test),
-        label,
+        key=jax.random.key(args.seed),
+        num_probes=args.num_probes,
+        num_iters=args.num_iters,
     )
+    return result, int(batch[0].shape[0])
 
 
-def _analyze(args: argparse.Namespace) -> int:
+def _write_figures(result: Any, model: _Model, out: Path) -> None:
+    from nmelab import plotting, plotting_analysis
+
+    title = f"{model.label}, N = {result.num_examples}, P = {result.num_params}"
+    plotting.plot_spectral_densities(
+        result.spectral_densities,
+        out / "spectral_density.png",
+        extremes=result.extremes(),
+        title=title,
+    )
+    plotting_analysis.plot_nme_diagonal(result, out / "nme_diagonal.png", title=title)
+
+
+def _same_model(demo: dict[str, Any], beta: float) -> bool:
+    """Whether β-GELU at ``beta`` is the analysed demo model (GELU is β-GELU at β = 1, eq. 13)."""
+    if demo["activation"] == "beta_gelu":
+        return beta == demo["beta"]
+    return demo["activation"] == "gelu" and beta == 1.0
+
+
+def _beta_sweep(
+    demo: dict[str, Any], args: argparse.Namespace, out: Path, model: _Model, result: Any
+) -> list[dict[str, Any]]:
+    """NME-diagonal statistics of β-GELU demo MLPs across β; writes nme_diagonal_vs_beta.png."""
     import jax
     import numpy as np
     from jax.flatten_util import ravel_pytree
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
-    import nmelab
-    from nmelab import estimators, plotting
+    from nmelab import diagonal_statistics, plotting
+    from nmelab.analysis import nme_diagonal
 
-    console = Console()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    names = ("hessian", "gauss_newton", "nme")
-    makers = {"hessian": nmelab.hessian, "gauss_newton": nmelab.gauss_newton, "nme": nmelab.nme}
-    betas = list(args.betas)
-    total = 6 + 2 * len(betas)
-    key = jax.random.key(args.seed + 1)
-    keys = dict(zip(("trace", "gn", "eig", "slq"), jax.random.split(key, 4), strict=True))
-    num_slq = max(2, args.num_probes // 3)
-
-    with Progress(
-        TextColumn("[bold]{task.description:<44}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("training", total=total)
-
-        def advance(description: str) -> None:
-            progress.update(task, advance=1, description=description)
-
-        trained = _model_and_params(args, args.activation, args.beta)
-        objective, params, batch = trained.objective, trained.params, trained.batch
-        ops = {name: makers[name](objective, params, batch) for name in names}
-        advance("traces on shared probes")
-
-        split = nmelab.trace_split(objective, params, batch, keys["trace"], args.num_probes)
-        gn_sampled = nmelab.gn_trace_sampled(
-            objective, params, batch, keys["gn"], args.num_probes, form="per_example"
+    rows, statistics, diagonals = [], [], []
+    for beta in demo["betas"]:
+        if _same_model(demo, beta):  # β-GELU at this β is the analysed model: reuse it
+            member, diag = model, result.nme_diagonal
+        else:
+            member = _train_demo(demo, args.seed, out, "beta_gelu", beta)
+            params, batch = _float64_inputs(member.trained, args.batch_size)
+            diag, _ = nme_diagonal(
+                member.trained.objective, params, batch, key=jax.random.key(args.seed)
+            )
+        stats = diagonal_statistics(diag)
+        statistics.append(stats)
+        diagonals.append(np.asarray(ravel_pytree(diag.value)[0]))
+        rows.append(
+            {
+                "beta": beta,
+                "train_accuracy": member.describe["train_accuracy"],
+                "statistics": dataclasses.asdict(stats),
+            }
         )
-        advance("exact diagonals")
-
-        diagonals = estimators.diagonal_split(objective, params, batch).as_dict()
-        advance("Lanczos extremes")
-
-        eigen = {
-            name: nmelab.eigenpairs(ops[name], 2, "both", keys["eig"], args.num_iters)
-            for name in names
-        }
-        advance("spectral densities (SLQ)")
-
-        densities = {
-            name: nmelab.spectral_density(ops[name], keys["slq"], num_slq, args.num_iters)
-            for name in names
-        }
-        extremes = {
-            name: (float(e.eigenvalues[0]), float(e.eigenvalues[-1])) for name, e in eigen.items()
-        }
-        plotting.plot_spectral_densities(
-            densities,
-            out / "spectral_density.png",
-            extremes=extremes,
-            title=(
-                f"MLP 64-{'-'.join(map(str, HIDDEN))}-10, {trained.label}, digits, "
-                f"{args.steps} SGD steps, N = {batch[0].shape[0]}"
-            ),
+    plotting.plot_diagonal_statistics_vs_beta(
+        demo["betas"],
+        statistics,
+        out / "nme_diagonal_vs_beta.png",
+        diagonals=diagonals,
+        reference=(
+            f"{model.describe['activation']} (analysed model)",
+            result.nme_diagonal_statistics,
+        ),
+        title=f"NME diagonal of β-GELU MLPs on digits ({demo['epochs']:g} epochs each)",
+    )
+    for row in rows:
+        stats = row["statistics"]
+        print(
+            f"β = {row['beta']:g}: train acc {row['train_accuracy']:.3f}, frac > 1e-3·max "
+            f"{stats['fraction_above']:.3f}, excess kurtosis {stats['kurtosis']:.3g}, "
+            f"top-1% share {stats['top_k_share']:.3f}"
         )
-        advance("β sweep")
-
-        sweep_stats, sweep_diags, sweep_accuracy = [], [], []
-        for beta in betas:
-            progress.update(task, description=f"β sweep: β-GELU β = {beta:g}")
-            if _same_model(args, beta):  # β-GELU at this β is the analysed model: reuse it
-                model, diag = trained, diagonals["nme"]
-            else:
-                model = _model_and_params(args, "beta_gelu", beta)
-                op = nmelab.nme(model.objective, model.params, model.batch)
-                diag = nmelab.diagonal(op, exact=True)
-            sweep_stats.append(nmelab.diagonal_statistics(diag))
-            sweep_diags.append(np.asarray(ravel_pytree(diag.value)[0]))
-            sweep_accuracy.append(model.train_accuracy)
-            progress.update(task, advance=2)
-        reference = nmelab.diagonal_statistics(diagonals["nme"])
-        plotting.plot_diagonal_statistics_vs_beta(
-            betas,
-            sweep_stats,
-            out / "nme_diagonal_vs_beta.png",
-            diagonals=sweep_diags,
-            reference=(f"{trained.label} (analysed model)", reference),
-            title=(
-                "Exact NME diagonal of β-GELU MLPs (64-32-32-10 on digits, each trained for "
-                f"{args.steps} SGD steps; N = {batch[0].shape[0]})"
-            ),
-        )
-        advance("done")
-
-    num_params, num = ops["hessian"].num_params, batch[0].shape[0]
-    console.print(
-        f"MLP 64-{'-'.join(map(str, HIDDEN))}-10 ({trained.label}) on digits after {args.steps} "
-        f"SGD steps: train/test accuracy {trained.train_accuracy:.3f}/"
-        f"{trained.test_accuracy:.3f}; curvature on N = {num} training examples, P = {num_params}."
-    )
-    table = Table(title="H = GN + NME (paper eq. 2)")
-    table.add_column("matrix")
-    table.add_column(f"trace, {args.num_probes} shared probes", justify="right")
-    table.add_column("exact trace", justify="right")
-    table.add_column("λ_min", justify="right")
-    table.add_column("λ_max", justify="right")
-    for name, est in split.as_dict().items():
-        table.add_row(
-            {"hessian": "H", "gauss_newton": "GN", "nme": "NME"}[name],
-            f"{float(est.value):.4g} ± {float(est.stderr):.2g}",
-            f"{float(np.sum(ravel_pytree(diagonals[name].value)[0])):.4g}",
-            f"{float(eigen[name].eigenvalues[0]):.4g}",
-            f"{float(eigen[name].eigenvalues[-1]):.4g}",
-        )
-    table.add_row(
-        "GN, eq. 20",
-        f"{float(gn_sampled.value):.4g} ± {float(gn_sampled.stderr):.2g}",
-        "",
-        "",
-        "",
-    )
-    console.print(table)
-    residual = max(float(np.max(np.asarray(e.residual_norms))) for e in eigen.values())
-    console.print(
-        f"Lanczos: {args.num_iters} steps, largest residual ‖Av − λv‖ = {residual:.1e}. "
-        f"GN, eq. 20: sampled labels, per-example form, {args.num_probes} draws."
-    )
-    stats = nmelab.diagonal_statistics(diagonals["nme"])
-    console.print(
-        f"Exact NME diagonal: {stats.fraction_above:.1%} of entries above 1e-3·max|d|, "
-        f"excess kurtosis {stats.kurtosis:.3g}, top-1% ({stats.top_k} entries) hold "
-        f"{stats.top_k_share:.1%} of Σ|d|."
-    )
-    sweep = Table(title="Exact NME diagonal of β-GELU MLPs across β (section 4.3)")
-    for column in ("β", "train acc", "frac > 1e-3·max", "excess kurtosis", "top-1% share"):
-        sweep.add_column(column, justify="right")
-    for beta, stats, acc in zip(betas, sweep_stats, sweep_accuracy, strict=True):
-        sweep.add_row(
-            f"{beta:g}",
-            f"{acc:.3f}",
-            f"{stats.fraction_above:.3f}",
-            f"{stats.kurtosis:.3g}",
-            f"{stats.top_k_share:.3f}",
-        )
-    console.print(sweep)
-    console.print(
-        f"wrote {out / 'spectral_density.png'} and {out / 'nme_diagonal_vs_beta.png'} "
-        f"in {time.perf_counter() - start:.1f} s"
-    )
-    return 0
+    return rows

@@ -13,6 +13,14 @@ from jax.flatten_util import ravel_pytree
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params
 
+__all__ = [
+    "dense_gauss_newton",
+    "dense_hessian",
+    "dense_jacobian",
+    "dense_nme",
+    "dense_output_hessian",
+]
+
 
 def dense_hessian(objective: Objective, params: Params, batch: Batch) -> jax.Array:
     """``∇²_θ L`` by ``jax.hessian`` on the raveled params, ``P × P``."""

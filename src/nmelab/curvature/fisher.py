@@ -5,10 +5,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from nmelab import validation
 from nmelab.curvature.hessian import hessian_vector_product, linearize_hessian
 from nmelab.curvature.operator import CurvatureOperator, check_inputs, make_operator
 from nmelab.objective import Objective
 from nmelab.types import Batch, Key, Params
+
+__all__ = ["FISHER_LOSSES", "fisher", "sampled_targets"]
 
 FISHER_LOSSES: tuple[str, ...] = ("cross_entropy", "mse")
 
@@ -23,6 +26,7 @@ def sampled_targets(
     of the Hessians at each sampled target. The result is a constant (``stop_gradient``).
 
     Raises:
+      TypeError: a non-integer ``num_samples``.
       ValueError: for a custom loss, whose predictive distribution nmelab cannot know, or
         ``num_samples < 1``.
     """
@@ -30,8 +34,7 @@ def sampled_targets(
         raise ValueError(
             f"the sampled-label Fisher needs loss in {FISHER_LOSSES}, got {objective.loss!r}"
         )
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    num_samples = validation.check_count(num_samples, "num_samples")
     z = jax.lax.stop_gradient(objective.outputs(params, x))
     if objective.loss == "cross_entropy":
         labels = jax.random.categorical(key, z, axis=-1, shape=(num_samples, *z.shape[:-1]))

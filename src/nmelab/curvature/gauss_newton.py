@@ -9,6 +9,8 @@ from nmelab.curvature.operator import CurvatureOperator, make_operator, output_g
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
 
+__all__ = ["gauss_newton", "gauss_newton_vector_product", "linearize_gauss_newton"]
+
 
 def _compose(jvp_fn: Partial, output_hessian_fn: Partial, vjp_fn: Partial, v: PyTree) -> PyTree:
     return vjp_fn(output_hessian_fn(jvp_fn(v)))[0]

@@ -8,6 +8,8 @@ from nmelab.curvature.operator import CurvatureOperator, make_operator
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
 
+__all__ = ["hessian", "hessian_vector_product", "linearize_hessian"]
+
 
 def _gradient_fn(objective: Objective, batch: Batch):
     return jax.grad(lambda p: objective.value(p, batch))

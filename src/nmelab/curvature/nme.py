@@ -9,6 +9,8 @@ from nmelab.curvature.operator import CurvatureOperator, make_operator, output_g
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
 
+__all__ = ["frozen_residual_gradient_fn", "linearize_nme", "nme", "nme_vector_product"]
+
 
 def frozen_residual_gradient_fn(objective: Objective, batch: Batch):
     """Return ``θ -> Jᵀ(θ) stop_gradient(∂L/∂z)``: the gradient of ``⟨sg(∂L/∂z), z(θ)⟩``.

@@ -12,6 +12,8 @@ from nmelab import validation
 from nmelab.objective import Objective
 from nmelab.types import Params
 
+__all__ = ["ntk"]
+
 
 def ntk(objective: Objective, params: Params, x: Any) -> jax.Array:
     """The empirical NTK ``Θ̂ = (1/N) J Jᵀ`` over the ``N`` inputs of ``x`` (eq. 22).
@@ -28,9 +30,14 @@ def ntk(objective: Objective, params: Params, x: Any) -> jax.Array:
 
     Returns:
       The ``(N·K, N·K)`` matrix.
+
+    Raises:
+      TypeError: non-floating params.
+      ValueError: NaN/inf params, an empty ``x``, or NaN/inf in ``x`` (both value checks only where
+        the arrays are concrete, not under ``jit``).
     """
     validation.check_params(params)
-    num = validation.batch_size(x)
+    num = validation.check_examples(x, "x")
     flat, unravel = ravel_pytree(params)
     jac = jax.jacrev(lambda f: jnp.reshape(objective.outputs(unravel(f), x), (-1,)))(flat)
     return jac @ jac.T / num

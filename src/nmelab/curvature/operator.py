@@ -27,6 +27,17 @@ from nmelab import validation
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
 
+__all__ = [
+    "CurvatureOperator",
+    "LinearizeFn",
+    "LinearizedOperator",
+    "Operator",
+    "ProductFn",
+    "check_inputs",
+    "make_operator",
+    "output_gradient_fn",
+]
+
 ProductFn = Callable[[Objective, Params, Batch, PyTree], PyTree]
 LinearizeFn = Callable[[Objective, Params, Batch], jax.tree_util.Partial]
 
@@ -197,8 +208,7 @@ def make_operator(
 
     Raises:
       TypeError: if ``objective`` is not an :class:`~nmelab.Objective` or params are not floating.
-      ValueError: for NaN params (naming the leaf), a malformed batch, or targets that do not fit
-        the outputs.
+      ValueError: as :func:`check_inputs` (the bad leaf or argument is named).
     """
     check_inputs(objective, params, batch)
     return CurvatureOperator(
@@ -209,9 +219,15 @@ def make_operator(
 def check_inputs(objective: Objective, params: Params, batch: Batch) -> None:
     """Validate ``(objective, params, batch)`` as every public entry point does.
 
+    Called eagerly, this refuses NaN/inf in params, inputs ``x`` and float targets ``y``, an empty
+    batch and labels out of range. Under ``jit`` the arrays are tracers: the structure, shape and
+    dtype checks (including the empty batch) still run, the value checks (NaN/inf, label range)
+    are skipped, and a NaN input then shows up as NaN results.
+
     Raises:
       TypeError: if ``objective`` is not an :class:`~nmelab.Objective` or params are not floating.
-      ValueError: for NaN params, a malformed batch, or targets that do not fit the outputs.
+      ValueError: for NaN/inf params, an empty batch, NaN/inf inputs, a malformed batch, or
+        targets that do not fit the outputs.
     """
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be an nmelab.Objective, got {type(objective).__name__}")

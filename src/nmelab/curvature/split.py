@@ -5,11 +5,14 @@ from __future__ import annotations
 import jax
 from jax.tree_util import Partial
 
+from nmelab import validation
 from nmelab.curvature.gauss_newton import linearize_gauss_newton
 from nmelab.curvature.nme import linearize_nme
 from nmelab.curvature.operator import check_inputs, output_gradient_fn
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
+
+__all__ = ["linearize_split", "split_product"]
 
 
 def _add(a: PyTree, b: PyTree) -> PyTree:
@@ -33,8 +36,14 @@ def split_product(
 
     Returns:
       ``(H v, GN v, NME v)``.
+
+    Raises:
+      TypeError, ValueError: as :func:`nmelab.hessian` for the inputs (an empty batch, NaN/inf in
+        ``x`` where concrete, ...), and a ``v`` whose tree or leaf shapes differ from the params'
+        (the leaf is named, as for ``H @ v``).
     """
     check_inputs(objective, params, batch)
+    validation.check_like(v, params, "v")
     return _split_product(objective, params, tuple(batch), v)
 
 
@@ -61,7 +70,12 @@ def _apply_split(gn_fn: Partial, nme_fn: Partial, v: PyTree) -> tuple[PyTree, Py
 
 
 def linearize_split(objective: Objective, params: Params, batch: Batch) -> Partial:
-    """Return ``v -> (H v, GN v, NME v)`` with the forward pass done once, for repeated products."""
+    """Return ``v -> (H v, GN v, NME v)`` with the forward pass done once, for repeated products.
+
+    Raises:
+      TypeError, ValueError: as :func:`split_product` for the inputs.
+    """
+    check_inputs(objective, params, batch)
     return Partial(
         _apply_split,
         linearize_gauss_newton(objective, params, batch),

@@ -26,7 +26,9 @@ Datasets (:func:`get` by name; keyword arguments go to the loader):
 
     Class ``i`` is the ``i``-th class folder name in sorted order. Decode with
     :func:`image_batches` (process pool, Pillow, random-resized-crop + flip for training, resize
-    256 + centre crop 224 for evaluation, ImageNet mean/std).
+    256 + centre crop 224 for evaluation, ImageNet mean/std). A damaged image is skipped with a
+    warning naming it and counted; more than :func:`corrupt_limit` (``max(10, 0.1 %)`` of the
+    images) stops the run with :class:`CorruptImagesError`.
 
 All in-memory loaders return a frozen :class:`Dataset` ``(x_train, y_train, x_test, y_test,
 num_classes, name)`` whose arrays are read-only views (the cached ones are shared).
@@ -68,7 +70,11 @@ from nmelab.data.digits import digits
 from nmelab.data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    CorruptImageError,
+    CorruptImagesError,
+    CorruptImageWarning,
     ImageFolder,
+    corrupt_limit,
     decode_image,
     image_batches,
     imagenet,
@@ -112,12 +118,16 @@ __all__ = [
     "IMAGENET_STD",
     "NAMES",
     "AugmentFn",
+    "CorruptImageError",
+    "CorruptImageWarning",
+    "CorruptImagesError",
     "Dataset",
     "ImageFolder",
     "NumpyOnlyUnpickler",
     "RefusedPickleError",
     "batches",
     "cifar10",
+    "corrupt_limit",
     "decode_image",
     "digits",
     "epoch_batches",

@@ -17,7 +17,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nmelab import validation
 from nmelab.data.dataset import Dataset
+
+__all__ = [
+    "AugmentFn",
+    "batches",
+    "epoch_batches",
+    "epoch_keys",
+    "epoch_permutation",
+    "eval_batches",
+    "num_batches",
+    "random_crop_flip",
+]
 
 AugmentFn = Callable[[Any, jax.Array], Any]
 """``augment_fn(x_batch, key) -> x_batch``."""
@@ -39,9 +51,12 @@ def epoch_permutation(num_examples: int, key: jax.Array, epoch: int | jax.Array)
 
 
 def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
-    """Number of batches per epoch."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    """Number of batches per epoch.
+
+    Raises:
+      TypeError, ValueError: ``batch_size`` is not an integer >= 1.
+    """
+    batch_size = validation.check_count(batch_size, "batch_size")
     if drop_remainder:
         return num_examples // batch_size
     return -(-num_examples // batch_size)
@@ -129,19 +144,24 @@ def eval_batches(x: Any, y: Any, batch_size: int) -> Iterator[tuple[np.ndarray, 
 def random_crop_flip(
     x: jax.Array, key: jax.Array, padding: int = 4, flip: bool = True
 ) -> jax.Array:
-    """CIFAR augmentation: zero-pad by ``padding`` pixels, random crop back, random horizontal flip.
+    """CIFAR augmentation: reflect-pad by ``padding`` pixels, random crop back, random horizontal flip.
 
-    Each image of the ``(N, H, W, C)`` batch gets its own crop offset (uniform in
+    Zagoruyko & Komodakis (2016, §3): "random crops from image padded by 4 pixels on each side,
+    filling missing pixels with reflections of original image" - a mirror without repeating the
+    edge pixel (``numpy.pad(mode="reflect")``), so the border carries image content, not a flat
+    colour. Each image of the ``(N, H, W, C)`` batch gets its own crop offset (uniform in
     ``0..2 * padding`` per axis) and a flip with probability 1/2, all drawn from ``key``: a pure
-    jax function, jittable and deterministic. Padding happens on whatever scale ``x`` is on, so on
-    standardised inputs the border is the mean colour.
+    jax function, jittable and deterministic. A padding wider than the image reflects again, as
+    ``numpy.pad`` does.
     """
     if x.ndim != 4:
         raise ValueError(f"x: expected (N, H, W, C) images, got shape {tuple(x.shape)}")
+    if padding < 0:
+        raise ValueError(f"padding: expected >= 0 pixels, got {padding}")
     n, h, w, c = x.shape
     crop_key, flip_key = jax.random.split(key)
     offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)
-    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode="reflect")
     out = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c)))(
         padded, offsets
     )

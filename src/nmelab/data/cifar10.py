@@ -11,6 +11,17 @@ import numpy as np
 
 from nmelab.data.dataset import Dataset
 
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "LAYOUT",
+    "NumpyOnlyUnpickler",
+    "RefusedPickleError",
+    "cifar10",
+    "load_restricted_pickle",
+    "normalize_cifar10",
+]
+
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 """Per-channel mean of the CIFAR-10 training images on the [0, 1] scale."""
 
@@ -90,7 +101,11 @@ def _find_root(data_dir: Path) -> tuple[Path, str]:
         if (root / f"{_TEST}{suffix}").is_file():
             return root, kind
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"cifar10: data_dir {str(data_dir)!r} does not exist; {LAYOUT}")
+        raise FileNotFoundError(
+            f"cifar10: data_dir {str(data_dir)!r} "
+            + ("is a file, not a folder" if data_dir.exists() else "does not exist")
+            + f"; {LAYOUT}"
+        )
     raise FileNotFoundError(f"cifar10: no CIFAR-10 batches found in {str(data_dir)!r}; {LAYOUT}")
 
 

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ["Dataset", "key_words", "readonly"]
+
 
 def readonly(array: Any) -> np.ndarray:
     """Return a read-only view of ``array`` (cached datasets must not be mutated by callers)."""

@@ -8,6 +8,8 @@ import numpy as np
 
 from nmelab.data.dataset import Dataset
 
+__all__ = ["digits"]
+
 
 @functools.lru_cache(maxsize=4)
 def digits(num_test: int = 360, seed: int = 0) -> Dataset:

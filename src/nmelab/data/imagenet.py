@@ -1,4 +1,16 @@
-"""ImageNet-style image folders: file lists in memory, JPEGs decoded by a Pillow process pool."""
+"""ImageNet-style image folders: file lists in memory, JPEGs decoded by a Pillow process pool.
+
+A damaged image never ends a run by itself. An image that Pillow cannot decode (truncated,
+corrupt, not an image, unreadable) is skipped with a :class:`CorruptImageWarning` naming the file
+and the reason, and recorded in :attr:`ImageFolder.corrupt_files` (once per file, across epochs
+and splits). Skipping keeps a training batch's shape: the slot is filled with a copy of the next
+good image of the same batch (and its label), so a jitted step is not recompiled and a sharded
+batch stays divisible. An evaluation batch drops the image instead (a copy would be counted twice
+in the accuracy). The run stops with :class:`CorruptImagesError` only when more than
+:func:`corrupt_limit` distinct files of the folder are damaged: ``max(10, ⌊0.1 % · N⌋)`` for a
+folder of ``N`` images, 1,331 for ImageNet-1k (1,331,167 images). Past that the copy of the
+dataset itself is damaged, not a few files, and training on it would be silently wrong.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +20,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +28,28 @@ from typing import Any
 import jax
 import numpy as np
 
+from nmelab import validation
 from nmelab.data.batching import epoch_keys, num_batches
 from nmelab.data.dataset import key_words, readonly
+
+__all__ = [
+    "CORRUPT_FRACTION",
+    "CORRUPT_MINIMUM",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "LAYOUT",
+    "CorruptImageError",
+    "CorruptImageWarning",
+    "CorruptImagesError",
+    "ImageFolder",
+    "corrupt_limit",
+    "decode_image",
+    "default_resize_size",
+    "image_batches",
+    "imagenet",
+    "normalize_imagenet",
+]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 """Per-channel ImageNet mean on the [0, 1] scale."""
@@ -25,6 +58,30 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 """Per-channel ImageNet standard deviation on the [0, 1] scale."""
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+CORRUPT_FRACTION = 0.001
+"""The fraction of a folder's images that may be damaged before :func:`image_batches` stops."""
+
+CORRUPT_MINIMUM = 10
+"""The number of damaged images always tolerated, however small the folder."""
+
+
+class CorruptImageWarning(UserWarning):
+    """An image could not be decoded and was skipped (the message names the file)."""
+
+
+class CorruptImageError(OSError):
+    """One image could not be read or decoded (the message names the file and the reason)."""
+
+
+class CorruptImagesError(OSError):
+    """More damaged images than :func:`corrupt_limit` allows: the copy of the dataset is damaged."""
+
+
+def corrupt_limit(num_images: int) -> int:
+    """The most damaged images a folder of ``num_images`` may hold: ``max(10, ⌊0.1 % · N⌋)``."""
+    return max(CORRUPT_MINIMUM, int(CORRUPT_FRACTION * num_images))
+
 
 LAYOUT = """expected layout (class index = position of the class folder name in sorted order):
   <data_dir>/train/<class>/*.JPEG
@@ -42,6 +99,9 @@ class ImageFolder:
       y_test: ``(N_test,)`` int32 labels.
       classes: class folder names, sorted; label ``i`` is ``classes[i]``.
       name: short name, ``"imagenet"``.
+      corrupt_files: ``{path: reason}`` of the images found damaged so far by
+        :func:`image_batches` (shared with the copies :func:`dataclasses.replace` makes, so that
+        the count covers every split and epoch).
     """
 
     train_files: tuple[str, ...]
@@ -50,6 +110,7 @@ class ImageFolder:
     y_test: np.ndarray
     classes: tuple[str, ...]
     name: str = "imagenet"
+    corrupt_files: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -110,7 +171,11 @@ def imagenet(data_dir: str | Path, train_dir: str = "train", test_dir: str = "va
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"imagenet: data_dir {str(root)!r} does not exist; {LAYOUT}")
+        raise FileNotFoundError(
+            f"imagenet: data_dir {str(root)!r} "
+            + ("is a file, not a folder" if root.exists() else "does not exist")
+            + f"; {LAYOUT}"
+        )
     train_files, y_train, classes = _list_split(root / train_dir, None)
     test_files, y_test, _ = _list_split(root / test_dir, classes)
     return ImageFolder(
@@ -171,13 +236,20 @@ def decode_image(
     from ``numpy.random.default_rng(seed)``. Without (evaluation): resize the shorter side to
     ``resize_size`` (default ``round(image_size * 256 / 224)``, 256 for 224), then take the central
     ``image_size`` square.
+
+    Raises:
+      CorruptImageError: the file is missing, unreadable or not a decodable image (the message
+        names it).
     """
     from PIL import Image
 
     if resize_size is None:
         resize_size = default_resize_size(image_size)
-    with Image.open(path) as img:
-        img = img.convert("RGB")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")  # forces the decode: a truncated file fails here
+    except Exception as err:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        raise CorruptImageError(f"imagenet: cannot decode {str(path)!r}: {err}") from err
     if seed is not None:
         rng = np.random.default_rng(list(seed))
         left, top, w, h = _random_resized_crop_box(img.width, img.height, rng, scale, ratio)
@@ -198,8 +270,17 @@ def decode_image(
 
 def _decode_chunk(
     tasks: list[tuple[str, tuple[int, ...] | None]], options: dict[str, Any]
-) -> np.ndarray:
-    return np.stack([decode_image(path, seed, **options) for path, seed in tasks])
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode ``tasks``; return the images (zeros where damaged) and ``{position: reason}``."""
+    side = options["image_size"]
+    images = np.zeros((len(tasks), side, side, 3), np.uint8)
+    damaged = {}
+    for i, (path, seed) in enumerate(tasks):
+        try:
+            images[i] = decode_image(path, seed, **options)
+        except CorruptImageError as err:
+            damaged[i] = str(err.__cause__ or err)
+    return images, damaged
 
 
 def normalize_imagenet(x: Any) -> Any:
@@ -207,6 +288,59 @@ def normalize_imagenet(x: Any) -> Any:
     if isinstance(x, jax.Array):
         return (x.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return ((x.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
+def _skip_damaged(
+    folder: ImageFolder,
+    batch_files: list[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    damaged: dict[int, str],
+    *,
+    fill: bool,
+    limit: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Record and warn about the damaged images of one batch; return the batch without them.
+
+    With ``fill`` (training) each damaged slot gets a copy of the next good image of the batch
+    (cyclically) and its label, so the batch keeps its size; otherwise the slots are dropped.
+    Returns ``None`` for an evaluation batch with no good image left.
+
+    Raises:
+      CorruptImagesError: more than ``limit`` distinct damaged files in the folder, or a training
+        batch with no good image to fill from.
+    """
+    for position, reason in sorted(damaged.items()):
+        path = batch_files[position]
+        if path not in folder.corrupt_files:
+            folder.corrupt_files[path] = reason
+            warnings.warn(
+                f"imagenet: skipped damaged image {path!r} ({reason}); "
+                f"{len(folder.corrupt_files)} damaged so far, the run stops past {limit}",
+                CorruptImageWarning,
+                stacklevel=3,
+            )
+    if len(folder.corrupt_files) > limit:
+        listed = "; ".join(f"{p!r} ({r})" for p, r in list(folder.corrupt_files.items())[:5])
+        raise CorruptImagesError(
+            f"imagenet: {len(folder.corrupt_files)} images could not be decoded, more than the "
+            f"{limit} tolerated (max({CORRUPT_MINIMUM}, {CORRUPT_FRACTION:.1%} of the folder's "
+            f"{folder.num_train + folder.num_test} images)); the copy of the dataset looks "
+            f"damaged: re-extract it or remove the files. First ones: {listed}"
+        )
+    good = [i for i in range(len(x)) if i not in damaged]
+    if not fill:
+        return (x[good], y[good]) if good else None
+    if not good:
+        named = ", ".join(repr(batch_files[p]) for p in sorted(damaged)[:5])
+        raise CorruptImagesError(
+            f"imagenet: all {len(x)} images of a training batch are damaged, nothing to fill the "
+            f"batch with: {named}"
+        )
+    source = np.arange(len(x))
+    for position in damaged:
+        source[position] = next((g for g in good if g > position), good[0])
+    return x[source], y[source]
 
 
 def image_batches(
@@ -254,10 +388,16 @@ def image_batches(
         chunking); by default a pool is created and shut down with the iterator.
 
     Yields:
-      ``x`` ``(B, image_size, image_size, 3)`` and int32 ``y`` ``(B,)``.
+      ``x`` ``(B, image_size, image_size, 3)`` and int32 ``y`` ``(B,)``. A damaged image is skipped
+      with a :class:`CorruptImageWarning` (see the module docstring): a training batch keeps ``B``
+      by repeating a good image of the same batch, an evaluation batch gets smaller.
+
+    Raises:
+      ValueError: a bad ``split``, ``batch_size`` or ``start_step``.
+      CorruptImagesError: more damaged images than :func:`corrupt_limit` allows.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    validation.check_choice(split, "split", ("train", "test"))
+    validation.check_count(batch_size, "batch_size")
     train = split == "train"
     files = folder.train_files if train else folder.test_files
     labels = np.asarray(folder.y_train if train else folder.y_test)
@@ -279,15 +419,31 @@ def image_batches(
         size = max(1, -(-len(tasks) // max(1, num_workers)))
         return [tasks[j : j + size] for j in range(0, len(tasks), size)]
 
-    def finish(step: int, parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        x = np.concatenate(parts)
-        y = labels[order[step * batch_size : (step + 1) * batch_size]]
+    limit = corrupt_limit(folder.num_train + folder.num_test)
+
+    def finish(
+        step: int, parts: list[tuple[np.ndarray, dict[int, str]]]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        idx = order[step * batch_size : (step + 1) * batch_size]
+        x, y = np.concatenate([images for images, _ in parts]), labels[idx]
+        damaged, offset = {}, 0
+        for images, bad in parts:
+            damaged.update({offset + i: reason for i, reason in bad.items()})
+            offset += len(images)
+        if damaged:
+            batch_files = [files[i] for i in idx]
+            kept = _skip_damaged(folder, batch_files, x, y, damaged, fill=train, limit=limit)
+            if kept is None:
+                return None
+            x, y = kept
         return (normalize_imagenet(x) if normalize else x), y
 
     steps = range(start_step, total)
     if num_workers <= 0 and executor is None:
         for step in steps:
-            yield finish(step, [_decode_chunk(c, options) for c in chunks(step)])
+            batch = finish(step, [_decode_chunk(c, options) for c in chunks(step)])
+            if batch is not None:
+                yield batch
         return
 
     own = executor is None
@@ -310,7 +466,9 @@ def image_batches(
         while pending:
             step, futures = pending.popleft()
             submit_next()
-            yield finish(step, [f.result() for f in futures])
+            batch = finish(step, [f.result() for f in futures])
+            if batch is not None:
+                yield batch
     finally:
         for _, futures in pending:
             for f in futures:

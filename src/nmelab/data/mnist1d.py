@@ -7,7 +7,10 @@ import random
 
 import numpy as np
 
+from nmelab import validation
 from nmelab.data.dataset import Dataset
+
+__all__ = ["mnist1d"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -28,8 +31,8 @@ def mnist1d(num_train: int = 4000, num_test: int = 1000, seed: int = 42) -> Data
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if num_train < 1 or num_test < 1:
-        raise ValueError(f"num_train, num_test: expected >= 1, got {num_train}, {num_test}")
+    validation.check_count(num_train, "num_train")
+    validation.check_count(num_test, "num_test")
     args = get_dataset_args()
     args.num_samples = -(-(num_train + num_test) // 10) * 10
     args.train_split = 1.0

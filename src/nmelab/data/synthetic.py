@@ -6,7 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nmelab import validation
 from nmelab.data.dataset import Dataset
+
+__all__ = ["synthetic"]
 
 
 def synthetic(
@@ -21,13 +24,10 @@ def synthetic(
     Labels are ``argmax(W vec(x))`` for a random Gaussian teacher ``W`` (drawn from the same
     ``numpy.random.default_rng(seed)``), so a model can fit them and they generalise.
     """
-    shape = tuple(int(s) for s in shape)
-    if num_classes < 2 or num_train < 1 or num_test < 1 or any(s < 1 for s in shape):
-        raise ValueError(
-            "synthetic: expected num_classes >= 2, num_train, num_test >= 1 and positive shape; "
-            f"got num_classes={num_classes}, num_train={num_train}, num_test={num_test}, "
-            f"shape={shape}"
-        )
+    validation.check_count(num_classes, "num_classes", 2)
+    validation.check_count(num_train, "num_train")
+    validation.check_count(num_test, "num_test")
+    shape = tuple(validation.check_count(s, f"shape[{i}]") for i, s in enumerate(shape))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((num_train + num_test, *shape), dtype=np.float32)
     teacher = rng.standard_normal((int(np.prod(shape)), num_classes))

@@ -306,7 +306,7 @@ def base_config(recipe: str, scale: Scale) -> dict[str, Any]:
         if scale.name == "quick" or recipe == "cnn1d_bn":
             overrides.update(model="cnn1d_bn", weight_decay=0.0)
         else:
-            overrides.update(model="rescnn1d", weight_decay=5e-4, weight_decay_mask="no_bn_bias")
+            overrides.update(model="rescnn1d", weight_decay=5e-4, weight_decay_mask="no_bn_and_bias")
         overrides.update(
             dataset="mnist1d",
             dataset_kwargs=mnist1d_kwargs,

@@ -10,7 +10,7 @@ BatchNorm), :class:`ResCNN` (residual CNN with BatchNorm, e.g. for MNIST-1D), :c
 ``mlp``            MLP, hidden widths ``(256, 256)``
 ``mlp_tiny``       MLP, hidden widths ``(16, 16)``
 ``cnn``            CNN, 3 conv layers of 32 channels, kernel 5, no BN
-``cnn1d``          same as ``cnn`` (the pilot's MNIST-1D CNN, 10,826 params at 10 classes)
+``cnn1d``          same as ``cnn`` (the MNIST-1D CNN of ``configs/mnist1d_cnn.py``, 10,826 params)
 ``cnn1d_bn``       ``cnn1d`` with BatchNorm ("CNN-BN", 10,922 params + 192 running statistics)
 ``cnn_tiny``       CNN, 2 conv layers of 4 channels, kernel 3, no BN
 ``cnn_bn_tiny``    ``cnn_tiny`` with BatchNorm
@@ -45,6 +45,11 @@ mean/variance in the ``batch_stats`` collection, and uses ``use_running_average 
 ``bn_axis_name`` (default ``None``) makes train-mode statistics average over a named mapped axis
 (``shard_map``/``pmap``); under ``jit`` with sharded inputs no axis name is needed.
 
+``bn_batch`` (``ResNet`` and ``WideResNet``; default ``None``) computes train-mode statistics over
+each group of ``bn_batch`` consecutive examples instead of the whole batch (ghost BatchNorm,
+:class:`GhostBatchNorm`): Goyal et al.'s ResNet-50 recipe normalises over the 32 images of each
+worker, whatever the total batch. The batch must be a multiple of ``bn_batch`` in train mode.
+
 Activations are given by name (``activation="gelu"``) and parameters
 (``activation_params=(("beta", 3.0),)``; :func:`get` also accepts a dict) and resolved through
 :func:`nmelab.activations.get`.
@@ -60,7 +65,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from nmelab.models._common import BN_EPSILON, BN_MOMENTUM, freeze_activation_params
+from nmelab.models._common import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    GhostBatchNorm,
+    freeze_activation_params,
+)
 from nmelab.models.cnn import CNN, ResCNN
 from nmelab.models.mlp import MLP
 from nmelab.models.resnet import ResNet, ResNet18, ResNet50
@@ -144,6 +154,7 @@ __all__ = [
     "BN_MOMENTUM",
     "CNN",
     "MLP",
+    "GhostBatchNorm",
     "NAMES",
     "ResCNN",
     "ResNet",

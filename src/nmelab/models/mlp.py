@@ -10,6 +10,8 @@ import jax
 
 from nmelab.models._common import activation_fn
 
+__all__ = ["MLP"]
+
 
 class MLP(nn.Module):
     """Fully connected network ``z = W_L σ(... σ(W_1 vec(x) + b_1) ...) + b_L``.

@@ -1,8 +1,17 @@
-"""ResNet-18/50 as in flax ``examples/imagenet`` (He et al., 2016), activation configurable."""
+"""ResNet-18/50 (He et al., 2016) with the initialisation of Goyal et al. (2017), activation configurable.
+
+The architecture is that of flax ``examples/imagenet``. Initialisation, as Goyal et al. §5.1 for
+ResNet-50 on ImageNet: convolutions He-normal (``std = √(2 / fan_out)``, He et al. 2015, as
+torchvision's ResNet), the last BN γ of every residual block 0 (each block starts as the identity),
+and the 1000-way fully-connected layer from ``N(0, 0.01²)`` with zero bias. Goyal's BN statistics
+over 32 images per worker are the model option ``bn_batch=32`` (:class:`~nmelab.models._common.
+GhostBatchNorm`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -11,7 +20,25 @@ import jax.numpy as jnp
 
 from nmelab.models._common import activation_fn, batch_norm, require_train
 
-_conv = nn.Conv  # all convolutions are bias-free; BatchNorm supplies the shift
+__all__ = [
+    "HEAD_INIT_STDDEV",
+    "BottleneckResNetBlock",
+    "ResNet",
+    "ResNet18",
+    "ResNet50",
+    "ResNetBlock",
+]
+
+# all convolutions are bias-free (BatchNorm supplies the shift) and He-normal (fan-out)
+_conv = partial(nn.Conv, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+
+_ZEROS = nn.initializers.zeros_init()  # the last BN γ of a block: the block starts as the identity
+
+# BN layers are named explicitly (flax's automatic names would follow the class), so a model with
+# ghost BatchNorm (bn_batch) has the same variables as one without and checkpoints load in either.
+
+HEAD_INIT_STDDEV = 0.01
+"""Standard deviation of the fully-connected layer's initial weights (Goyal et al. 2017, §5.1)."""
 
 
 class ResNetBlock(nn.Module):
@@ -27,9 +54,9 @@ class ResNetBlock(nn.Module):
         """Apply the block to ``(N, H, W, C)`` features."""
         residual = x
         y = _conv(self.filters, (3, 3), self.strides, use_bias=False)(x)
-        y = self.act(self.norm()(y))
+        y = self.act(self.norm(name="BatchNorm_0")(y))
         y = _conv(self.filters, (3, 3), use_bias=False)(y)
-        y = self.norm(scale_init=nn.initializers.zeros_init())(y)
+        y = self.norm(scale_init=_ZEROS, name="BatchNorm_1")(y)
         if residual.shape != y.shape:
             residual = _conv(self.filters, (1, 1), self.strides, use_bias=False, name="conv_proj")(
                 residual
@@ -51,11 +78,11 @@ class BottleneckResNetBlock(nn.Module):
         """Apply the block to ``(N, H, W, C)`` features."""
         residual = x
         y = _conv(self.filters, (1, 1), use_bias=False)(x)
-        y = self.act(self.norm()(y))
+        y = self.act(self.norm(name="BatchNorm_0")(y))
         y = _conv(self.filters, (3, 3), self.strides, use_bias=False)(y)
-        y = self.act(self.norm()(y))
+        y = self.act(self.norm(name="BatchNorm_1")(y))
         y = _conv(self.filters * 4, (1, 1), use_bias=False)(y)
-        y = self.norm(scale_init=nn.initializers.zeros_init())(y)
+        y = self.norm(scale_init=_ZEROS, name="BatchNorm_2")(y)
         if residual.shape != y.shape:
             residual = _conv(
                 self.filters * 4, (1, 1), self.strides, use_bias=False, name="conv_proj"
@@ -84,6 +111,9 @@ class ResNet(nn.Module):
       activation: name for :func:`nmelab.activations.get` (replaces every ReLU).
       activation_params: ``(key, value)`` pairs for the activation.
       bn_axis_name: axis name over which BatchNorm averages statistics.
+      bn_batch: ``None`` (BN statistics over the whole batch) or the number of consecutive examples
+        per statistics group (ghost BatchNorm; Goyal et al.'s 32 images per worker). The batch must
+        be a multiple of it in train mode.
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -94,6 +124,7 @@ class ResNet(nn.Module):
     activation: str = "relu"
     activation_params: Any = ()
     bn_axis_name: str | None = None
+    bn_batch: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool | None = None) -> jax.Array:
@@ -105,7 +136,7 @@ class ResNet(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"x: expected (N, H, W, C) images, got shape {tuple(x.shape)}")
         act = activation_fn(self.activation, self.activation_params)
-        norm = batch_norm(require_train(train, "ResNet"), self.bn_axis_name)
+        norm = batch_norm(require_train(train, "ResNet"), self.bn_axis_name, self.bn_batch)
         if self.stem == "imagenet":
             x = _conv(
                 self.num_filters,
@@ -126,7 +157,8 @@ class ResNet(nn.Module):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)
                 x = block_cls(self.num_filters * 2**i, act, norm, strides=strides)(x)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, name="head")(x)
+        head_init = nn.initializers.normal(HEAD_INIT_STDDEV)
+        return nn.Dense(self.num_classes, kernel_init=head_init, name="head")(x)
 
 
 def ResNet18(**kwargs: Any) -> ResNet:  # noqa: N802 (constructor-style name, as in flax examples)

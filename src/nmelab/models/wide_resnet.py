@@ -10,6 +10,8 @@ import jax.numpy as jnp
 
 from nmelab.models._common import activation_fn, batch_norm, require_train
 
+__all__ = ["WideResNet"]
+
 _he_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
@@ -58,11 +60,14 @@ class WideResNet(nn.Module):
       depth: total depth; ``depth - 4`` must be divisible by 6.
       width: widening factor ``k``.
       num_classes: number of outputs.
-      dropout_rate: dropout between the two convolutions of a block; when positive, training
-        needs a ``'dropout'`` rng (``apply(..., rngs={'dropout': key})``).
+      dropout_rate: dropout between the two convolutions of a block (Zagoruyko & Komodakis 2016
+        report WRN-28-10 on CIFAR-10 with 0 and with 0.3); when positive, training needs a
+        ``'dropout'`` rng (``apply(..., rngs={'dropout': key})``).
       activation: name for :func:`nmelab.activations.get` (replaces every ReLU).
       activation_params: ``(key, value)`` pairs for the activation.
       bn_axis_name: axis name over which BatchNorm averages statistics.
+      bn_batch: ``None`` (BN statistics over the whole batch) or the examples per statistics group
+        (ghost BatchNorm, :class:`~nmelab.models._common.GhostBatchNorm`).
     """
 
     depth: int = 28
@@ -72,6 +77,7 @@ class WideResNet(nn.Module):
     activation: str = "relu"
     activation_params: Any = ()
     bn_axis_name: str | None = None
+    bn_batch: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool | None = None) -> jax.Array:
@@ -82,7 +88,7 @@ class WideResNet(nn.Module):
             raise ValueError(f"x: expected (N, H, W, C) images, got shape {tuple(x.shape)}")
         train = require_train(train, "WideResNet")
         act = activation_fn(self.activation, self.activation_params)
-        norm = batch_norm(train, self.bn_axis_name)
+        norm = batch_norm(train, self.bn_axis_name, self.bn_batch)
         n = (self.depth - 4) // 6
         x = nn.Conv(
             16, (3, 3), padding=1, use_bias=False, kernel_init=_he_fan_out, name="conv_init"

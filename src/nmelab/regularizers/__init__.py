@@ -7,24 +7,29 @@
 Each regularizer is a frozen dataclass and a JAX pytree. Its float hyperparameters (ρ, σ) are
 pytree leaves, so pass the regularizer as an *argument* of a jitted step (the objective static):
 one compilation serves every ρ/σ, and a stacked ρ can be ``vmap``-ed. Structural hyperparameters
-(``p``, ``num_probes``, ``probe``, ``form``, ``straight_through``) are static.
+(``p``, ``num_probes``, ``probe``, ``form``, ``straight_through``, ``weight_decay_mask``) are
+static. ``reg.record()`` lists every hyperparameter with its value, defaults included (which
+probe, which form), for a run's record.
 
 ``value_and_grad(objective, params, batch, key)`` returns ``(value, grads)``, or
 ``((value, aux), grads)`` when ``objective.has_aux`` (the ``jax.value_and_grad(has_aux=True)``
 convention). ``grads`` is the update direction for any optax optimizer; ``value`` is:
 
-================  ===================================  =====================================
-name              value                                direction
-================  ===================================  =====================================
-none              ``L(θ)``                             ``∇L``
-gradient_penalty  ``L + ρ‖∇L‖ᵖ`` (eq. 7)               ``g + ρHg/‖g‖`` (p=1), ``g + 2ρHg``
-sam               ``L(θ + ρg/‖g‖)``                    ``∇L(θ + ρg/‖g‖)`` (eq. 42)
-usam              ``L(θ + ρg)``                        ``∇L(θ + ρg)`` (eq. 43)
-weight_noise      ``L(θ + ε)``, ``ε ~ N(0, σ²I)``      ``∇L(θ + ε)`` (eq. 17)
-hessian_trace     ``L + (σ²/2)·vᵀHv``                  its exact gradient (eq. 19)
-gn_trace          ``L + (σ²/2)·N‖∇L(θ, ŷ)‖²``          its exact gradient, ŷ fixed (eq. 20)
-nme_trace         ``L + (σ²/2)·vᵀ NME v``              its exact gradient
-================  ===================================  =====================================
+================  ======================================  ========================================
+name              value                                   direction
+================  ======================================  ========================================
+none              ``L(θ)``                                ``∇L``
+gradient_penalty  ``L + ρ‖∇L‖ᵖ`` (eq. 7)                  ``g + ρHg/‖g‖`` (p=1), ``g + 2ρHg``
+sam               ``L(θ + ρg/‖g‖)``                       ``∇L(θ + ρg/‖g‖)`` (eq. 42) [#wd]_
+usam              ``L(θ + ρg)``                           ``∇L(θ + ρg)`` (eq. 43) [#wd]_
+weight_noise      ``L(θ + ε)``, ``ε ~ N(0, σ²I)``         ``∇L(θ + ε)`` (eq. 17)
+hessian_trace     ``L + (σ²/2)·vᵀHv``, ``v ~ N(0, I)``    its exact gradient (eq. 19)
+gn_trace          ``L + (σ²/2)·N‖∇L(θ, ŷ)‖²``             its exact gradient, ŷ fixed (eq. 20)
+nme_trace         ``L + (σ²/2)·vᵀ NME v``                 its exact gradient
+================  ======================================  ========================================
+
+.. [#wd] With ``weight_decay=λ`` SAM and USAM perturb ``L + (λ/2)‖m ⊙ θ‖²`` instead, as
+   google-research/sam does (:mod:`nmelab.regularizers.sam`).
 
 **The ½.** The trace penalties carry ``σ²/2`` so that at equal σ they equal the second-order term
 of weight noise, ``E[L(θ + ε)] ≈ L + (σ²/2)·tr H``. The paper's eq. 17 and 19 write ``σ²·tr(·)``
@@ -40,8 +45,8 @@ pass at θ. Gradients are those of the batch-coupled function (statistics of the
 ``key`` (a ValueError otherwise); split a fresh one per step. The others ignore it.
 """
 
-from nmelab.regularizers import noise, penalties, sam, trace_penalties
-from nmelab.regularizers.base import Regularizer, get, names
+from nmelab.regularizers import noise, penalties, sam, trace_penalties, weight_decay
+from nmelab.regularizers.base import Regularizer, get, hyperparameters, names
 from nmelab.regularizers.noise import WeightNoise
 from nmelab.regularizers.penalties import GradientPenalty, NoRegularizer
 from nmelab.regularizers.sam import SAM, USAM
@@ -65,9 +70,11 @@ __all__ = [
     "Regularizer",
     "WeightNoise",
     "get",
+    "hyperparameters",
     "names",
     "noise",
     "penalties",
     "sam",
     "trace_penalties",
+    "weight_decay",
 ]

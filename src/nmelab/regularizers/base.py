@@ -5,8 +5,11 @@ Every regularizer is a frozen dataclass registered as a JAX pytree:
 * float hyperparameters (``rho``, ``sigma``) are pytree *data* leaves, so a jitted train step that
   takes the regularizer as an argument compiles once and serves every value of ρ or σ (and can be
   ``vmap``-ed over a stacked grid of them);
-* structural hyperparameters (``p``, ``num_probes``, ``form``, ``straight_through``, ``probe``) are
-  static *meta* fields: changing them changes the computation and recompiles.
+* structural hyperparameters (``p``, ``num_probes``, ``form``, ``straight_through``, ``probe``,
+  ``weight_decay_mask``) are static *meta* fields: changing them changes the computation and
+  recompiles.
+
+:meth:`Regularizer.record` spells out every hyperparameter, defaults included, for a run's record.
 
 Construct them with :func:`get`, which validates every hyperparameter by name. Direct construction
 validates too, but only values that are concrete: inside ``jit``/``vmap`` the leaves are tracers,
@@ -23,12 +26,23 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nmelab.curvature.operator import check_inputs
 from nmelab.objective import Objective
 from nmelab.types import Batch, Key, Params, PyTree
+
+__all__ = [
+    "Regularizer",
+    "check_choice",
+    "check_nonnegative",
+    "check_positive_int",
+    "get",
+    "hyperparameters",
+    "names",
+    "register",
+    "static_field",
+]
 
 _REGISTRY: dict[str, type[Regularizer]] = {}
 
@@ -89,6 +103,28 @@ class Regularizer:
         self, objective: Objective, params: Params, batch: Batch, key: Key | None
     ) -> tuple[jax.Array, Any, PyTree]:
         raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """``{"name": ..., <every hyperparameter>: value}``, defaults included, as plain Python.
+
+        What a run's record should store: the static choices a config may leave at their defaults
+        (``probe``, ``form``, ``weight_decay_mask``...) are spelled out, so a record always says
+        which estimator was used. Float leaves become Python floats (arrays: nested lists).
+
+        Raises:
+          TypeError: called on a regularizer whose leaves are tracers (inside ``jit``).
+        """
+        out: dict[str, Any] = {"name": self.name}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if isinstance(value, jax.core.Tracer):
+                raise TypeError(
+                    f"{self.name}.record(): {field.name} is traced; call it outside jit"
+                )
+            if not field.metadata.get("static", False):
+                value = np.asarray(value).tolist()
+            out[field.name] = value
+        return out
 
     @classmethod
     def hyperparameters(cls) -> tuple[str, ...]:
@@ -154,13 +190,23 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def hyperparameters(name: str) -> tuple[str, ...]:
+    """The hyperparameters the regularizer ``name`` accepts (ValueError for an unknown name)."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown regularizer name {name!r}; valid choices: {', '.join(_REGISTRY)}"
+        )
+    return _REGISTRY[name].hyperparameters()
+
+
 def get(name: str, **hparams: Any) -> Regularizer:
     """Return the regularizer ``name`` with validated hyperparameters.
 
     Args:
       name: one of :data:`nmelab.regularizers.NAMES`.
       **hparams: the regularizer's hyperparameters, by name (``rho``, ``p``, ``sigma``,
-        ``num_probes``, ``probe``, ``form``, ``straight_through``); integer ``rho``/``sigma`` are
+        ``num_probes``, ``probe``, ``form``, ``straight_through``, ``weight_decay``,
+        ``weight_decay_mask``); integer float-valued ones (``rho``, ``sigma``, ``weight_decay``) are
         turned into floats so that every value shares one compiled step.
 
     Returns:
@@ -266,33 +312,3 @@ def check_positive_int(value: Any, arg: str, name: str) -> None:
     """
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# pytree arithmetic shared by the regularizers
-# --------------------------------------------------------------------------------------------
-
-
-def tree_sq_norm(tree: PyTree) -> jax.Array:
-    """``‖v‖²`` summed over every leaf."""
-    return sum(jnp.vdot(leaf, leaf).real for leaf in jax.tree.leaves(tree))
-
-
-def safe_normalize(tree: PyTree) -> tuple[PyTree, jax.Array]:
-    """Return ``(v / ‖v‖, ‖v‖)`` with ``v / ‖v‖ := 0`` at ``v = 0``.
-
-    The guard sits on the divisor, not on the result, so neither the value nor any derivative
-    taken through it is NaN at ``v = 0`` (the ``where``-on-the-output trap).
-    """
-    sq = tree_sq_norm(tree)
-    positive = sq > 0
-    norm = jnp.sqrt(jnp.where(positive, sq, 1.0))
-    inv = jnp.where(positive, 1.0 / norm, 0.0)
-    return jax.tree.map(lambda leaf: leaf * inv.astype(leaf.dtype), tree), jnp.where(
-        positive, norm, 0.0
-    )
-
-
-def tree_add_scaled(a: PyTree, scale: Any, b: PyTree) -> PyTree:
-    """``a + scale · b`` leafwise, keeping each leaf of ``a``'s dtype."""
-    return jax.tree.map(lambda x, y: x + jnp.asarray(scale, x.dtype) * y.astype(x.dtype), a, b)

@@ -7,20 +7,13 @@ from typing import Any
 
 import jax
 
+from nmelab._tree import random_like, tree_add_scaled
 from nmelab.objective import Objective
-from nmelab.regularizers.base import Regularizer, check_nonnegative, register, tree_add_scaled
+from nmelab.regularizers.base import Regularizer, check_nonnegative, register
 from nmelab.regularizers.penalties import clean_value_and_grad
 from nmelab.types import Batch, Key, Params, PyTree
 
-
-def normal_like(key: Key, params: Params) -> PyTree:
-    """Independent standard normal draws with the structure, shapes and dtypes of ``params``."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    noise = [
-        jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, noise)
+__all__ = ["WeightNoise"]
 
 
 @register("weight_noise", stochastic=True)
@@ -49,7 +42,7 @@ class WeightNoise(Regularizer):
     def _compute(
         self, objective: Objective, params: Params, batch: Batch, key: Key | None
     ) -> tuple[jax.Array, Any, PyTree]:
-        perturbed = tree_add_scaled(params, self.sigma, normal_like(key, params))
+        perturbed = tree_add_scaled(params, self.sigma, random_like(key, params, "gaussian"))
         value, _, grads = clean_value_and_grad(objective, perturbed, batch)
         aux = objective.value_and_aux(params, batch)[1] if objective.has_aux else None
         return value, aux, grads

@@ -8,16 +8,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from nmelab._tree import tree_add_scaled, tree_normalize, tree_sq_norm
 from nmelab.objective import Objective
-from nmelab.regularizers.base import (
-    Regularizer,
-    check_nonnegative,
-    register,
-    safe_normalize,
-    static_field,
-    tree_add_scaled,
-    tree_sq_norm,
-)
+from nmelab.regularizers.base import Regularizer, check_nonnegative, register, static_field
 from nmelab.types import Batch, Key, Params, PyTree
 
 
@@ -89,7 +82,7 @@ class GradientPenalty(Regularizer):
 
         grads, hvp, (loss, aux) = jax.linearize(grad_fn, params, has_aux=True)
         if self.p == 1:
-            direction, norm = safe_normalize(grads)
+            direction, norm = tree_normalize(grads)
             penalty, scale = norm, self.rho
         else:
             direction, penalty, scale = grads, tree_sq_norm(grads), 2.0 * self.rho

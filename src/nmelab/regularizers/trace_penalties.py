@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from nmelab import losses, validation
+from nmelab._tree import tree_add_scaled, tree_sq_norm
 from nmelab.estimators import probes as estimator_probes
 from nmelab.estimators.probes import PROBES
 from nmelab.objective import Objective
@@ -52,8 +53,6 @@ from nmelab.regularizers.base import (
     check_positive_int,
     register,
     static_field,
-    tree_add_scaled,
-    tree_sq_norm,
 )
 from nmelab.types import Batch, Key, Params, PyTree
 
@@ -119,7 +118,7 @@ class _HutchinsonPenalty(Regularizer):
 
     sigma: Any
     num_probes: int = static_field(1)
-    probe: str = static_field("rademacher")
+    probe: str = static_field("gaussian")
 
     def __post_init__(self) -> None:
         check_nonnegative(self.sigma, "sigma", self.name, "noise scale σ")
@@ -150,16 +149,17 @@ class HessianTrace(_HutchinsonPenalty):
 
     ``value`` is ``L(θ) + (σ²/2)·(1/S)Σ v_sᵀHv_s`` and the direction its exact gradient for the
     drawn probes: ``∇L + (σ²/2)(1/S) Σ_s ∇_θ(v_sᵀ H(θ) v_s)``, a third derivative. The paper uses
-    one Gaussian probe per step (``probe="gaussian"``; and writes ``σ²·tr H``, see the module note
-    on the ½). The
-    estimate is unbiased but ``vᵀHv`` can be negative (``H`` is indefinite), which the paper and
-    our pilot saw destabilise training late in the run.
+    one probe ``ε ~ N(0, I)`` per step (§5.2, eq. 19; it writes ``σ²·tr H``, see the module note on
+    the ½), hence the default ``probe="gaussian"``. Rademacher probes (±1) give the same expectation
+    with variance ``2(‖H‖_F² − Σ_i H_ii²)`` instead of ``2‖H‖_F²``: a different estimator, so a run
+    records which one it used (:meth:`~nmelab.regularizers.Regularizer.record`). The estimate is
+    unbiased but ``vᵀHv`` can be negative (``H`` is indefinite), which can destabilise training.
 
     Attributes:
       sigma: σ ≥ 0 (a pytree leaf).
       num_probes: ``S ≥ 1`` probes per step (static).
-      probe: ``"rademacher"`` (default: lower variance, and cheaper to draw on CPU) or
-        ``"gaussian"`` (the paper's) (static).
+      probe: ``"gaussian"`` (default: the paper's ``ε ~ N(0, I)``) or ``"rademacher"`` (lower
+        variance) (static).
     """
 
     def _quadratic_forms(
@@ -189,7 +189,7 @@ class NMETrace(_HutchinsonPenalty):
     Attributes:
       sigma: σ ≥ 0 (a pytree leaf).
       num_probes: ``S ≥ 1`` probes per step (static).
-      probe: ``"rademacher"`` (default) or ``"gaussian"`` (static).
+      probe: ``"gaussian"`` (default, as for ``hessian_trace``) or ``"rademacher"`` (static).
     """
 
     def _quadratic_forms(

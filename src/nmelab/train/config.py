@@ -27,7 +27,12 @@ momentum, nesterov       SGD momentum and Nesterov flag
 weight_decay             L2 coefficient λ: ``λ θ`` is added to the update direction *before*
                          momentum (optax ``add_decayed_weights`` ahead of ``sgd``), i.e. the
                          gradient of ``(λ/2)‖θ‖²``, the PyTorch / Zagoruyko & Komodakis convention
-weight_decay_mask        ``"all"`` or ``"no_bn_bias"`` (skip 1-D leaves: biases and BN scale/shift)
+weight_decay_mask        which leaves decay: ``"all"``, ``"no_bn"`` (not BN γ/β) or
+                         ``"no_bn_and_bias"`` (only leaves with ndim > 1), see
+                         :mod:`nmelab.regularizers.weight_decay`
+sam_decay_in_loss        SAM/USAM: put ``(λ/2)‖m ⊙ θ‖²`` inside the loss the ascent step perturbs
+                         (google-research/sam) instead of only in the optimizer; see
+                         :mod:`nmelab.regularizers.sam`
 warmup_epochs            linear warmup length (epochs, may be fractional)
 num_epochs               training length; steps = num_epochs x (num_train // batch_size)
 batch_size               per-step batch (per seed)
@@ -101,6 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.nesterov = False
     config.weight_decay = 0.0
     config.weight_decay_mask = "all"
+    config.sam_decay_in_loss = False
     config.warmup_epochs = 0.0
     config.num_epochs = 10.0
     config.batch_size = 128

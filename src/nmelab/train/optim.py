@@ -1,24 +1,34 @@
 """SGD with momentum, L2 weight decay and a warmup + cosine learning-rate schedule, through optax.
 
-Weight decay is the *L2* kind: the optimizer adds ``λ θ`` to the update direction before the
+Weight decay is the *L2* kind: the optimizer adds ``λ·m ⊙ θ`` to the update direction before the
 momentum buffer (``optax.add_decayed_weights`` ahead of ``optax.sgd``), i.e. it descends on
-``L + (λ/2)‖θ‖²``. This is PyTorch's ``SGD(weight_decay=λ)`` and the convention of the paper's recipes
-(Zagoruyko & Komodakis 2016: λ = 5e-4; Goyal et al. 2018: λ = 1e-4). The trap: the decay term is
-*not* part of the objective the regularizer sees - SAM's perturbation and the gradient penalty are
-computed on the data loss alone, and ``λ θ`` is added to the regularizer's direction afterwards, as
-in google-research/sam.
+``L + (λ/2)‖m ⊙ θ‖²``. This is PyTorch's ``SGD(weight_decay=λ)`` and the convention of the paper's
+recipes (Zagoruyko & Komodakis 2016: λ = 5e-4 on every parameter; Goyal et al. 2017: λ = 1e-4, no
+decay on BN γ/β). The mask ``m`` is one of the named masks of
+:mod:`nmelab.regularizers.weight_decay` (``"all"``, ``"no_bn"``, ``"no_bn_and_bias"``).
+
+The learning rate multiplies the momentum buffer (``m = μm + d; θ -= η(t)·m``), the form of Goyal et
+al.'s eq. 10, which needs no "momentum correction" when η changes.
+
+Trap: by default the decay term is *not* part of the objective the regularizer sees - SAM's ascent
+step and the gradient penalty are computed on the data loss alone and ``λ·m ⊙ θ`` is added to the
+regularizer's direction here. google-research/sam instead puts ``(λ/2)‖θ‖²`` into the loss that SAM
+perturbs; :class:`nmelab.regularizers.SAM` does that with its ``weight_decay`` hyperparameter (the
+config key ``sam_decay_in_loss``), still leaving the ``λ·m ⊙ θ`` at θ to this optimizer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 
-import jax
-import jax.numpy as jnp
 import optax
 
+from nmelab.regularizers import weight_decay as decay
+from nmelab.regularizers.weight_decay import WEIGHT_DECAY_MASKS
+
+__all__ = ["SCHEDULES", "WEIGHT_DECAY_MASKS", "learning_rate_schedule", "sgd"]
+
 SCHEDULES = ("cosine", "constant")
-WEIGHT_DECAY_MASKS = ("all", "no_bn_bias")
 
 
 def learning_rate_schedule(
@@ -58,14 +68,6 @@ def learning_rate_schedule(
     raise ValueError(f"lr_schedule: expected one of {SCHEDULES}, got {schedule!r}")
 
 
-def _decay_mask(kind: str) -> Callable | None:
-    if kind == "all":
-        return None
-    if kind == "no_bn_bias":
-        return lambda params: jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
-    raise ValueError(f"weight_decay_mask: expected one of {WEIGHT_DECAY_MASKS}, got {kind!r}")
-
-
 def sgd(
     schedule: optax.Schedule,
     momentum: float = 0.9,
@@ -82,18 +84,21 @@ def sgd(
       momentum: ``μ`` in ``[0, 1)``; 0 disables the buffer.
       nesterov: Nesterov momentum.
       weight_decay: ``λ >= 0``.
-      weight_decay_mask: ``"all"`` or ``"no_bn_bias"`` (no decay on 1-D leaves).
+      weight_decay_mask: one of :data:`WEIGHT_DECAY_MASKS` (which leaves decay; see
+        :mod:`nmelab.regularizers.weight_decay`).
 
     Raises:
-      ValueError: ``momentum`` outside ``[0, 1)`` or negative ``weight_decay``.
+      ValueError: ``momentum`` outside ``[0, 1)``, negative ``weight_decay`` or an unknown
+        ``weight_decay_mask``.
     """
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum: expected 0 <= momentum < 1, got {momentum}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
+    decay.check_weight_decay_mask(weight_decay_mask)
     parts = []
-    mask = _decay_mask(weight_decay_mask)
     if weight_decay > 0:
+        mask = partial(decay.weight_decay_mask, kind=weight_decay_mask)
         parts.append(optax.add_decayed_weights(weight_decay, mask))
     parts.append(optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov))
     return optax.chain(*parts)

@@ -103,6 +103,7 @@ class Run:
       learning_rate_fn: the schedule, step -> learning rate.
       tx: the optimizer (:func:`nmelab.train.optim.sgd`).
       regularizer: the regularizer pytree (m-sharpness wrapped when configured).
+      regularizer_record: the regularizer's hyperparameters as recorded in the summary.
       augment: random crop + flip inside the step.
       steps_per_epoch, total_steps: optimizer steps.
       num_params: trainable parameters of one seed's model.
@@ -120,6 +121,7 @@ class Run:
     learning_rate_fn: optax.Schedule
     tx: optax.GradientTransformation
     regularizer: Any
+    regularizer_record: dict[str, Any]
     augment: bool
     steps_per_epoch: int
     total_steps: int
@@ -221,8 +223,14 @@ def build_run(
     tx = optim.sgd(
         schedule, config.momentum, config.nesterov, config.weight_decay, config.weight_decay_mask
     )
+    regularizer_params = config.regularizer_params.to_dict()
+    if config.sam_decay_in_loss and "weight_decay" in regularizers.hyperparameters(
+        config.regularizer
+    ):  # SAM/USAM perturb L + (λ/2)‖m ⊙ θ‖² with the optimizer's λ and mask (google-research/sam)
+        regularizer_params["weight_decay"] = float(config.weight_decay)
+        regularizer_params["weight_decay_mask"] = config.weight_decay_mask
     try:
-        regularizer = regularizers.get(config.regularizer, **config.regularizer_params.to_dict())
+        regularizer = regularizers.get(config.regularizer, **regularizer_params)
     except TypeError as err:
         raise ValueError(f"config.regularizer_params: {err}") from err
     data_parallel = parallel.DataParallel.from_config(config)
@@ -237,6 +245,7 @@ def build_run(
         learning_rate_fn=schedule,
         tx=tx,
         regularizer=data_parallel.regularizer(regularizer),
+        regularizer_record=regularizer.record(),
         augment=bool(config.augment) and source.augmentable,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,

@@ -117,6 +117,7 @@ def run_summary(
         "activation": config.activation,
         "regularizer": config.regularizer,
         "regularizer_params": config.regularizer_params.to_dict(),
+        "regularizer_record": run.regularizer_record,
     }
 
 
