@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     _check_workdir(args.workdir)
     try:
         summary = train_and_evaluate(config, args.workdir)
-    except ValueError as err:
+    except (OSError, ValueError) as err:  # bad config values, missing or unreadable data
         raise UsageError(str(err)) from None
     except KeyboardInterrupt:
         print(
