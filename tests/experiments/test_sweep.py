@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from nmelab._io import write_json_atomic
 from nmelab.experiments import load_results
 from nmelab.experiments.sweep import (
+    DAMAGED_DIR,
     RESULT_FILE,
     RunSpec,
     is_done,
+    load_record,
     parse_shard,
-    read_result,
     run_dir,
     run_sweep,
     shard_runs,
-    write_json_atomic,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -79,13 +80,6 @@ def test_bad_spec_arguments_raise():
         RunSpec("m:f", {}, "a b")
     with pytest.raises(TypeError, match="config"):
         RunSpec("m:f", {"x": object()}, "a")
-
-
-def test_write_json_atomic_leaves_no_temporaries(tmp_path):
-    write_json_atomic(tmp_path / "a.json", {"v": [1, 2]})
-    write_json_atomic(tmp_path / "a.json", {"v": [3]})
-    assert json.loads((tmp_path / "a.json").read_text()) == {"v": [3]}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
@@ -163,7 +157,7 @@ def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
     finished = len(_result_files(root))
     assert 3 <= finished < n, "kill the sweep mid-way"
     for path in _result_files(root):  # what exists is complete
-        assert read_result(path.parent) is not None
+        assert load_record(path.parent) is not None
 
     sys.path.insert(0, str(HERE))
     try:
@@ -210,7 +204,9 @@ def test_rerun_removes_stale_temporaries_and_ignores_torn_results(tmp_path, monk
     (workdir / ".result.json.tmp-abc").write_text('{"half": ')  # ours, killed mid-write
     (workdir / ".summary.json.x1.tmp").write_text("{")  # the trainer's
     (workdir / RESULT_FILE).write_text('{"run_id": "torn"')  # not valid JSON: not done
-    assert not is_done(tmp_path, spec)
+    with pytest.warns(UserWarning, match="damaged run record.*result.json"):
+        assert not is_done(tmp_path, spec)
+    assert (tmp_path / DAMAGED_DIR / f"{spec.run_id}.0" / RESULT_FILE).exists()  # kept aside
     assert run_sweep([spec], tmp_path).completed == 1
     assert is_done(tmp_path, spec)
     assert not [p for p in workdir.iterdir() if ".tmp" in p.name]

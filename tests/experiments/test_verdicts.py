@@ -13,11 +13,17 @@ from nmelab.experiments.verdicts import (
     REPRODUCED,
     contrast,
     difference,
-    judge,
-    judge_equivalence,
+    equivalence_verdict,
+    holm,
     mean_interval,
+    p_value,
     slope,
+    verdict,
 )
+
+
+def judge(iv, direction, margin):
+    return verdict(iv.lo, iv.hi, direction=direction, margin=margin)
 
 
 def test_mean_interval_matches_scipy_t_interval():
@@ -66,6 +72,12 @@ def test_bad_inputs_raise():
         judge(mean_interval([1.0, 2.0]), 2, 1.0)
     with pytest.raises(ValueError, match="margin"):
         judge(mean_interval([1.0, 2.0]), 1, 0.0)
+    with pytest.raises(ValueError, match="margin"):
+        equivalence_verdict(-1.0, 1.0, margin=-1.0)
+    with pytest.raises(ValueError, match="lo, hi"):
+        verdict(math.nan, 1.0, direction=1, margin=1.0)
+    with pytest.raises(ValueError, match="lo, hi"):
+        verdict(2.0, 1.0, direction=1, margin=1.0)
     with pytest.raises(ValueError, match="x"):
         verdicts.slope_weights([1.0, 1.0])
 
@@ -92,17 +104,58 @@ def test_verdicts_on_synthetic_grids_with_known_answers():
     assert judge(effect(1.0, 0.0, sd=6.0), +1, margin) == INCONCLUSIVE  # too noisy to tell
 
 
-def test_verdict_rules_on_hand_made_intervals():
-    iv = verdicts.Interval
-    assert judge(iv(2.0, 0.5, 3.5, 0.7, 4, 8), +1, 1.0) == REPRODUCED
-    assert judge(iv(-2.0, -3.5, -0.5, 0.7, 4, 8), -1, 1.0) == REPRODUCED
-    assert judge(iv(-2.0, -3.5, -0.5, 0.7, 4, 8), +1, 1.0) == NOT_REPRODUCED
-    assert judge(iv(0.1, -0.5, 0.8, 0.3, 4, 8), +1, 1.0) == NOT_REPRODUCED  # rules out 1 point
-    assert judge(iv(0.5, -1.0, 2.0, 0.7, 4, 8), +1, 1.0) == INCONCLUSIVE
-    assert judge(iv(math.nan, -math.inf, math.inf, math.inf, 0, 0), +1, 1.0) == INCONCLUSIVE
-    assert judge_equivalence(iv(0.1, -0.4, 0.6, 0.2, 4, 8), 1.0) == REPRODUCED
-    assert judge_equivalence(iv(3.0, 1.5, 4.5, 0.6, 4, 8), 1.0) == NOT_REPRODUCED
-    assert judge_equivalence(iv(0.8, -0.2, 1.8, 0.4, 4, 8), 1.0) == INCONCLUSIVE
+@pytest.mark.parametrize(
+    ("lo", "hi", "direction", "expected"),
+    [
+        (0.5, 3.5, +1, REPRODUCED),  # excludes 0 on the paper's side, reaches the margin
+        (1.0, 1.0, +1, REPRODUCED),  # exactly at the margin (exact value)
+        (0.2, 0.8, +1, NOT_REPRODUCED),  # inside (0, margin): below the smallest effect
+        (0.0, 0.0, +1, NOT_REPRODUCED),  # exactly at 0
+        (-3.5, -0.5, +1, NOT_REPRODUCED),  # excludes 0 on the other side
+        (-0.5, 0.8, +1, NOT_REPRODUCED),  # both sides, but rules out the margin
+        (-1.0, 2.0, +1, INCONCLUSIVE),  # both sides, reaches the margin
+        (0.0, 2.0, +1, INCONCLUSIVE),  # touches 0: does not exclude it
+        (-math.inf, math.inf, +1, INCONCLUSIVE),  # infinite bounds (one seed)
+        (0.5, math.inf, +1, REPRODUCED),  # infinite upper bound on the paper's side
+        (-math.inf, -0.5, +1, NOT_REPRODUCED),
+        (-3.5, -0.5, -1, REPRODUCED),  # paper predicts < 0
+        (0.5, 3.5, -1, NOT_REPRODUCED),
+        (-0.8, -0.2, -1, NOT_REPRODUCED),  # inside (−margin, 0)
+        (-math.inf, math.inf, -1, INCONCLUSIVE),
+    ],
+)
+def test_verdict_truth_table(lo, hi, direction, expected):
+    assert verdict(lo, hi, direction=direction, margin=1.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [
+        (-0.4, 0.6, REPRODUCED),  # inside ±margin
+        (0.0, 0.0, REPRODUCED),  # exactly 0
+        (0.2, 0.8, REPRODUCED),  # inside (0, margin) is "similar"
+        (1.5, 4.5, NOT_REPRODUCED),  # entirely above the margin
+        (-4.5, -1.5, NOT_REPRODUCED),  # entirely below −margin
+        (-0.2, 1.8, INCONCLUSIVE),  # straddles the margin
+        (-2.0, 2.0, INCONCLUSIVE),  # both sides, wider than the margin
+        (-math.inf, math.inf, INCONCLUSIVE),  # infinite bounds
+        (1.5, math.inf, NOT_REPRODUCED),
+    ],
+)
+def test_equivalence_verdict_truth_table(lo, hi, expected):
+    assert equivalence_verdict(lo, hi, margin=1.0) == expected
+
+
+def test_p_values_agree_with_the_intervals_and_holm_is_step_down():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        iv = contrast([rng.normal(1, 1, 4), rng.normal(0, 1, 4)], [1.0, -1.0])
+        assert (p_value(iv, direction=+1, margin=1.0) < 0.025) == (iv.lo > 0)
+        tost = p_value(iv, direction=0, margin=1.0) < 0.025
+        assert tost == (-1.0 < iv.lo and iv.hi < 1.0)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([]) == []
 
 
 def test_coverage_of_the_interval_is_about_95_percent():

@@ -18,6 +18,8 @@ CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 TINY = {
     "mlp": ("mlp_tiny", None),
     "cnn1d": ("cnn_tiny", None),
+    "cnn1d_bn": ("cnn_bn_tiny", None),
+    "rescnn1d": ("rescnn_tiny", None),
     "wrn_16_4": ("wrn_tiny", (32, 32, 3)),
     "wrn_28_10": ("wrn_tiny", (32, 32, 3)),
     "resnet50": ("resnet_tiny", (32, 32, 3)),
@@ -30,6 +32,8 @@ def test_every_recipe_is_there():
         "digits_mlp",
         "mnist1d_mlp",
         "mnist1d_cnn",
+        "mnist1d_cnn_bn",
+        "mnist1d_rescnn",
         "cifar10_wrn16_4",
         "cifar10_wrn28_10",
         "imagenet_resnet50",
@@ -161,3 +165,20 @@ def test_cli_trains_and_prints_the_outcome(capsys, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "mlp_tiny"
     assert summary["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("name", "arg"),
+    [("mnist1d_mlp", "scale=quick"), ("mnist1d_mlp", "scale=small"),
+     ("mnist1d_cnn_bn", "scale=quick"), ("mnist1d_rescnn", "scale=small")],
+)  # fmt: skip
+def test_reproduce_recipes_load_per_scale(name, arg):
+    from nmelab.experiments.recipes import Recipe, recipe_dict
+
+    config = recipe_dict(Recipe(f"{name}.py", arg))
+    standalone = config_to_dict(load_config(REPO / "configs" / f"{name}.py"))
+    assert config["checkpoint_every_steps"] == 0 and config["eval_every_epochs"] == 0
+    assert config["learning_rate"] == standalone["learning_rate"]
+    assert config["model"] == standalone["model"]
+    if arg == "scale=small":
+        assert config["dataset_kwargs"]["num_test"] == 10000

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-_EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "b4", "mechanism")
+from nmelab.cli.errors import UsageError, check_output_dir, check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,10 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Killing it and rerunning loses nothing."
         ),
         epilog=(
-            "scales: quick = MNIST-1D on a CPU, 3 seeds (about 15 min on 2 cores); small = 5 "
+            "scales: quick = MNIST-1D on a CPU, 3 seeds (minutes on 2 cores, see README); small = 5 "
             "seeds, extended grids, residual CNN (several CPU hours, ~1 h on a GPU); paper = "
             "CIFAR-10 WRN-28-10 and ImageNet ResNet-50 (needs --data-dir; GPU cluster, use "
-            "--shard). experiments: " + " ".join(_EXPERIMENTS)
+            "--shard). --plan lists every run of a scale (experiments, overrides, seeds, cost) "
+            "without running anything."
         ),
     )
     parser.add_argument(
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="NAME",
         default=None,
-        help="experiments to run and report (default: all): " + " ".join(_EXPERIMENTS),
+        help="experiments to run and report (default: all; --plan shows them)",
     )
     parser.add_argument(
         "--out",
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="T",
-        help="XLA threads per worker process (default: 1; 0 = XLA's default)",
+        help="XLA threads per worker process (default: 1; 0 = XLA's default; >= 0)",
     )
     parser.add_argument(
         "--shard",
@@ -93,50 +93,68 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write every stored run (one row per seed) as CSV",
     )
     parser.add_argument(
-        "--list",
+        "--plan",
         action="store_true",
-        help="list the tasks of the sweep (and whether each is done), then exit",
+        help="print the runs the scale would perform (experiments, config overrides, seeds, "
+        "compute estimate); run nothing",
     )
+    parser.add_argument("--json", action="store_true", help="with --plan: print it as JSON")
     parser.set_defaults(run_fn=run)
 
 
-def _error(message: str) -> int:
-    print(f"nmelab reproduce: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run the reproduction; return the exit code (1 if any task failed)."""
-    from nmelab.experiments import load_results, reproduce
-    from nmelab.experiments.registry import get_scale, points_for
-    from nmelab.experiments.sweep import is_done, parse_shard
+    """Run the reproduction; return the exit code (1 if any task failed).
+
+    Raises:
+      UsageError: a bad flag or path, checked before any work starts.
+    """
+    import nmelab.experiments as experiments
+    from nmelab.experiments.pipeline import check_data
+    from nmelab.experiments.planning import plan, plan_json, plan_text
+    from nmelab.experiments.sweep import parse_shard
 
     out = args.out or Path(f"reproduce_{args.scale}")
     if args.experiments:
-        unknown = [n for n in args.experiments if n not in _EXPERIMENTS]
+        unknown = [n for n in args.experiments if n not in experiments.names()]
         if unknown:
-            return _error(
-                f"--experiments: unknown {', '.join(unknown)}; choices: {', '.join(_EXPERIMENTS)}"
+            raise UsageError(
+                f"--experiments: unknown {', '.join(unknown)}; choices: "
+                f"{', '.join(experiments.names())}"
             )
     if args.workers < 1:
-        return _error(f"--workers: expected an integer >= 1, got {args.workers}")
+        raise UsageError(f"--workers: expected an integer >= 1, got {args.workers}")
+    if args.threads < 0:
+        raise UsageError(
+            f"--threads: expected an integer >= 0 (0: XLA's default), got {args.threads}"
+        )
+    if args.json and not args.plan:
+        raise UsageError("--json: only with --plan")
     try:
         parse_shard(args.shard)
-        scale = get_scale(args.scale, args.data_dir, args.seeds)
     except ValueError as err:
-        return _error(str(err))
-    if args.list:
-        seen = set()
-        for name, pts in points_for(args.experiments or _EXPERIMENTS, scale).items():
-            for spec in (s for p in pts for s in p.specs):
-                if spec.run_id in seen:
-                    continue
-                seen.add(spec.run_id)
-                mark = "done" if is_done(out, spec) else "todo"
-                print(f"{mark}  {name:9s} {spec.run_id}")
-        print(f"{len(seen)} tasks")
+        raise UsageError(f"--shard: {err}") from None
+    data_dir = args.data_dir or ("DATA_DIR" if args.plan else None)  # a plan runs nothing
+    try:
+        scale = experiments.get_scale(args.scale, data_dir, args.seeds)
+    except ValueError as err:
+        flag = "--data-dir" if "data_dir" in str(err) else "--seeds"
+        raise UsageError(f"{flag}: {err}") from None
+    runs = plan(experiments.names() if not args.experiments else args.experiments, scale)
+    if args.plan:
+        if args.json:
+            print(plan_json(runs, scale))
+        else:
+            print(plan_text(runs, scale))
         return 0
-    result = reproduce(
+    missing = check_data(runs)
+    if missing and not args.report_only:
+        raise UsageError(
+            f"--data-dir {args.data_dir}: no such folder {missing[0]} (the runs need it)"
+        )
+    check_output_dir(out, arg="--out")
+    if args.export_csv is not None:
+        check_output_file(args.export_csv, arg="--export-csv")
+    result = experiments.reproduce(
         scale=args.scale,
         experiments=args.experiments,
         out=out,
@@ -148,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         report_only=args.report_only,
     )
     if args.export_csv is not None:
-        frame = load_results(out)
+        frame = experiments.load_results(out)
         args.export_csv.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.export_csv, index=False)
         print(f"wrote {len(frame)} rows to {args.export_csv}")

@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["closed_form", "default_config", "load", "run", "simulate"]
+from nmelab.experiments.base import register
+
+__all__ = ["closed_form", "default_config", "load", "run", "simulate", "validate"]
 
 ARRAYS_FILE = "b4.npz"
 
@@ -47,6 +49,7 @@ def default_config(scale: str = "quick") -> dict[str, Any]:
         "resolution": 400,
         "seed": 0,
         "trajectory_eta_lambdas": [0.01, 0.3, 1.0],
+        "probe_eta_lambdas": [0.001, 0.01, 0.1, 0.5, 1.0, 1.1],
     }
 
 
@@ -164,8 +167,9 @@ def run(config: Mapping[str, Any], workdir: str) -> dict[str, Any]:
         sim_gd_2eta=sim["gd_2eta"],
         sim_theta0=sim["theta0"],
     )
-    probes = [0.001, 0.01, 0.1, 0.5, 1.0]
-    gaps = closed_form(np.asarray(probes), t)["relative_gap"]
+    probes = [float(x) for x in config["probe_eta_lambdas"]]
+    at_probes = closed_form(np.asarray(probes), t)
+    gaps = at_probes["relative_gap"]
     return {
         "experiment": "b4",
         "t": t,
@@ -174,7 +178,34 @@ def run(config: Mapping[str, Any], workdir: str) -> dict[str, Any]:
         "simulation_max_abs_error": sim_error,
         "usam_minus_pusam_max_abs": usam_vs_pusam,
         "relative_gap": {f"{x:g}": float(g) for x, g in zip(probes, gaps, strict=True)},
+        "pusam_factor": {
+            f"{x:g}": float(v) for x, v in zip(probes, at_probes["pusam"], strict=True)
+        },
+        "gd_2eta_factor": {
+            f"{x:g}": float(v) for x, v in zip(probes, at_probes["gd_2eta"], strict=True)
+        },
     }
+
+
+def validate(workdir: str, summary: Mapping[str, Any]) -> None:
+    """Check a stored result: the summary's gaps and a readable, complete ``b4.npz``.
+
+    Raises:
+      ValueError: naming the field or file and what was wrong.
+    """
+    for key in ("relative_gap", "pusam_factor", "gd_2eta_factor"):
+        if not isinstance(summary.get(key), dict) or not {"0.01", "1"} <= set(summary[key]):
+            raise ValueError(f"summary.{key}: expected gaps at ηλ = 0.01 and 1, got "
+                             f"{summary.get(key)!r:.80}")  # fmt: skip
+    try:
+        arrays = load(workdir)
+    except Exception as err:  # noqa: BLE001 - any failure to read the archive means damaged
+        raise ValueError(f"{Path(workdir) / ARRAYS_FILE}: unreadable ({err})") from err
+    needed = {"fine_eta_lambda", "closed_pusam", "closed_gd_2eta", "sim_eta_lambda", "sim_pusam"}
+    if not needed <= set(arrays):
+        raise ValueError(
+            f"{Path(workdir) / ARRAYS_FILE}: missing arrays {sorted(needed - set(arrays))}"
+        )
 
 
 def load(workdir: str | Path) -> dict[str, np.ndarray]:
@@ -200,7 +231,6 @@ def _describe(scale: Any) -> str:
 
 def _claims(summary: Any) -> list:
     from nmelab.experiments import claims as C
-    from nmelab.experiments import verdicts
     from nmelab.experiments.verdicts import exact as _exact
 
     s = summary
@@ -222,9 +252,10 @@ def _claims(summary: Any) -> list:
                 "t steps when ηλ ≪ 1."
             ),
             effect_name=f"relative gap of the per-direction factor at ηλ = 0.01, t = {t} (exact)",
-            effect=_exact(gaps["0.01"]),
+            measured=C.exact_measure(gaps["0.01"]),
             direction=0,
             margin=1e-3,
+            group="identity",
             unit="",
             details=[("relative gap at ηλ = 0.001", _exact(gaps["0.001"])), *exactness],
             rule_text="exact: reproduced if the relative gap is below 1e-3, not reproduced otherwise",
@@ -234,41 +265,46 @@ def _claims(summary: Any) -> list:
             key="b4b",
             section="App. B.4",
             statement="When ηλ = O(1) the two dynamics differ qualitatively.",
-            effect_name=f"relative gap at ηλ = 0.5, t = {t} (exact)",
-            effect=_exact(gaps["0.5"]),
+            effect_name=f"relative gap at ηλ = 1, t = {t} (exact)",
+            measured=C.exact_measure(gaps["1"]),
             direction=+1,
-            margin=0.1,
-            verdict=verdicts.REPRODUCED if gaps["0.5"] > 0.1 else verdicts.NOT_REPRODUCED,
-            unit="",
+            margin=0.5,
+            group="identity",
             details=[
                 ("relative gap at ηλ = 0.1", _exact(gaps["0.1"])),
-                ("relative gap at ηλ = 1", _exact(gaps["1"])),
+                ("GD at 2η, factor after t steps at ηλ = 1", _exact(s["gd_2eta_factor"]["1"])),
+                ("penalty, factor after 2t steps at ηλ = 1", _exact(s["pusam_factor"]["1"])),
+                ("GD at 2η, factor at ηλ = 1.1 (diverges)", _exact(s["gd_2eta_factor"]["1.1"])),
+                ("penalty, factor at ηλ = 1.1 (converges)", _exact(s["pusam_factor"]["1.1"])),
             ],
-            rule_text="exact: reproduced if the relative gap exceeds 0.1, not reproduced otherwise",
+            rule_text="exact: reproduced if the relative gap is at least 0.5, not reproduced "
+            "otherwise",
             notes=[
-                "Exact computation. At ηλ = 1 GD at 2η oscillates (factor −1 per step) while the "
-                "penalty contracts by 1/4 per step pair."
+                "Tested at ηλ = 1 (not 0.5, where GD at 2η has a factor of exactly 0 and the gap "
+                "is 1 whatever the penalty does): GD at 2η oscillates with factor −1 per step "
+                "while the penalty contracts by 1/4 per step pair; at ηλ = 1.1 GD at 2η diverges "
+                "and the penalty converges."
             ],
         ),
     ]
 
 
-def _experiment():
+@register
+def experiment():
+    """App. B.4."""
     from nmelab.experiments import figures
-    from nmelab.experiments.registry import exact_experiment
+    from nmelab.experiments.exact import exact_experiment
 
     return exact_experiment(
         name="b4",
         title="App. B.4: penalty USAM vs GD at twice the learning rate",
         section="App. B.4",
-        runner="nmelab.experiments.b4_pusam:run",
+        module="nmelab.experiments.b4_pusam",
         config_fn=default_config,
         cost=5.0,
         describe=_describe,
         claims_fn=_claims,
+        claim_keys=("b4a", "b4b"),
         figure_fn=figures.b4_figure,
         load_fn=load,
     )
-
-
-EXPERIMENT = _experiment()

@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["default_config", "landscape", "load", "run"]
+from nmelab.experiments.base import register
+
+__all__ = ["default_config", "landscape", "load", "run", "validate"]
 
 HIDDEN = (3, 3)
 """Hidden widths of the Fig. 1 MLP."""
@@ -237,10 +239,28 @@ def _describe(scale: Any) -> str:
     )
 
 
+def validate(workdir: str, summary: Mapping[str, Any]) -> None:
+    """Check a stored result: its summary fields and a readable, complete ``landscape.npz``.
+
+    Raises:
+      ValueError: naming the field or file and what was wrong.
+    """
+    acts = summary.get("activations")
+    if not isinstance(acts, list) or not all(isinstance(a, dict) and "key" in a for a in acts):
+        raise ValueError(f"summary.activations: expected a list of objects, got {acts!r:.80}")
+    try:
+        arrays = load(workdir)
+    except Exception as err:  # noqa: BLE001 - any failure to read the archive means damaged
+        raise ValueError(f"{Path(workdir) / ARRAYS_FILE}: unreadable ({err})") from err
+    needed = {"a_values", "b_values"} | {f"{a['key']}__nme_block" for a in acts}
+    if not needed <= set(arrays):
+        missing = sorted(needed - set(arrays))
+        raise ValueError(f"{Path(workdir) / ARRAYS_FILE}: missing arrays {missing}")
+
+
 def _claims(summary: Any) -> list:
     from nmelab.experiments import claims as C
     from nmelab.experiments import verdicts
-    from nmelab.experiments.verdicts import exact as _exact
 
     acts = {a["key"]: a for a in summary["activations"]}
     relu = acts["relu"]
@@ -260,17 +280,19 @@ def _claims(summary: Any) -> list:
                 "the region boundaries."
             ),
             effect_name="max over the grid of ‖NME_ab‖_F, ReLU (exact)",
-            effect=_exact(relu["nme_block_max"]),
+            measured=C.exact_measure(relu["nme_block_max"]),
             direction=0,
             margin=1e-12,
+            group="identity",
             unit="",
             details=[
                 (
                     "max ‖NME‖_F over all 25 parameters, ReLU (cross-layer blocks; not 0)",
-                    _exact(relu["nme_full_max"]),
+                    verdicts.exact(relu["nme_full_max"]),
                 )
             ],
-            rule_text="exact: reproduced if the maximum is below 1e-12, not reproduced otherwise",
+            rule_text="exact: reproduced if the maximum is below 1e-12 (equivalence with margin "
+            "1e-12), not reproduced otherwise",
             notes=["Exact computation (dense float64), no seeds."],
         ),
         C.Claim(
@@ -284,48 +306,48 @@ def _claims(summary: Any) -> list:
                 f"share of Σ‖NME_ab‖ within |h| < 1/β of the swept units' boundaries minus the "
                 f"share of the grid there, β = {beta:g} (exact)"
             ),
-            effect=_exact(concentration),
+            measured=C.exact_measure(concentration),
             direction=+1,
             margin=0.2,
-            verdict=verdicts.REPRODUCED if concentration > 0.2 else verdicts.NOT_REPRODUCED,
+            group="identity",
             unit="",
             details=[
-                ("NME mass share near boundaries", _exact(sharp["band_mass"])),
-                ("grid area share near boundaries", _exact(sharp["band_area"])),
+                ("NME mass share near boundaries", verdicts.exact(sharp["band_mass"])),
+                ("grid area share near boundaries", verdicts.exact(sharp["band_area"])),
                 *[
                     (
                         f"mass − area share at β = {a['activation_params']['beta']:g} "
                         f"(|h| < {a['band_width']:g})",
-                        _exact(a["band_mass"] - a["band_area"]),
+                        verdicts.exact(a["band_mass"] - a["band_area"]),
                     )
                     for a in others
                 ],
             ],
             rule_text=(
                 "exact: reproduced if the NME's share near the boundaries exceeds their share of "
-                "the grid by more than 0.2, not reproduced otherwise"
+                "the grid by at least 0.2, not reproduced otherwise"
             ),
             notes=["Exact computation, no seeds."],
         ),
     ]
 
 
-def _experiment():
+@register
+def experiment():
+    """Fig. 1."""
     from nmelab.experiments import figures
-    from nmelab.experiments.registry import exact_experiment
+    from nmelab.experiments.exact import exact_experiment
 
     return exact_experiment(
         name="fig1",
         title="Fig. 1: loss and NME-norm landscapes (exact)",
         section="§4.3, Fig. 1",
-        runner="nmelab.experiments.fig1_landscape:run",
+        module="nmelab.experiments.fig1_landscape",
         config_fn=default_config,
         cost=15.0,
         describe=_describe,
         claims_fn=_claims,
+        claim_keys=("fig1a", "fig1b"),
         figure_fn=figures.landscape_figure,
         load_fn=load,
     )
-
-
-EXPERIMENT = _experiment()

@@ -81,6 +81,7 @@ def line_figure(
     style_fn: Callable[[str], Mapping[str, Any]] | None = None,
     chance: float | None = 10.0,
     panel_titles: Mapping[str, str] | None = None,
+    vline: float | None = None,
 ) -> list[Path]:
     """Accuracy against x, one line per ``table["line"]``, one panel per ``table["panel"]``.
 
@@ -94,6 +95,7 @@ def line_figure(
       style_fn: ``line -> matplotlib kwargs`` (color, linestyle, marker).
       chance: chance accuracy in percent, drawn as a dotted line (``None``: none).
       panel_titles: ``panel -> title``.
+      vline: an x to mark with a vertical dotted line (e.g. a pre-registered ρ*).
 
     Returns:
       The PNG and PDF paths.
@@ -134,9 +136,9 @@ def line_figure(
                 hi = interval.hi if math.isfinite(interval.hi) else interval.estimate
                 los.append(max(lo, lo_y - pad))
                 his.append(min(hi, 100.0))
-            n_div = int((rows["status"] == "diverged").sum())
-            n_col = int((rows["status"] == "collapsed").sum())
-            n_seeds = rows.loc[rows["status"] != "missing"].groupby("x").size()
+            seeds = rows.drop_duplicates(["run_id", "seed"])  # a reference run repeats over x
+            n_div = int((seeds["status"] == "diverged").sum())
+            n_col = int((seeds["status"] == "collapsed").sum())
             label = line
             extras = []
             if n_div:
@@ -168,7 +170,9 @@ def line_figure(
                         color=style["color"],
                         annotation_clip=False,
                     )
-            del n_seeds
+        if vline is not None:
+            ax.axvline(vline, color="0.45", linestyle=":", linewidth=1)
+            ax.text(vline, hi_y, " ρ* (pre-registered)", fontsize=7, color="0.35", va="top")
         if show_chance:
             ax.axhline(chance, color="0.5", linestyle=":", linewidth=1)
             ax.text(

@@ -15,11 +15,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nmelab.experiments import registry
+from nmelab.experiments import base
+from nmelab.experiments.planning import PlannedRun, plan
+from nmelab.experiments.report import INVOCATIONS_FILE
 from nmelab.experiments.results import load_results
-from nmelab.experiments.sweep import RunSpec, SweepSummary, parse_shard, run_sweep, shard_runs
+from nmelab.experiments.sweep import (
+    RunSpec,
+    SweepSummary,
+    is_done,
+    parse_shard,
+    run_sweep,
+    shard_runs,
+)
 
-__all__ = ["reproduce"]
+__all__ = ["check_data", "reproduce"]
+
+
+def check_data(runs: Sequence[PlannedRun]) -> list[str]:
+    """The data folders the runs need that do not exist (checked before any work starts)."""
+    needed = {
+        str(r.spec.config["data_dir"])
+        for r in runs
+        if r.spec.config.get("dataset") in ("cifar10", "imagenet") and r.spec.config.get("data_dir")
+    }
+    return sorted(d for d in needed if not Path(d).is_dir())
 
 
 def _summary_text(summary: dict[str, Any]) -> str:
@@ -58,7 +77,7 @@ def reproduce(
 
     Args:
       scale: ``"quick"``, ``"small"`` or ``"paper"``.
-      experiments: names (default: all, :data:`~nmelab.experiments.registry.EXPERIMENT_NAMES`).
+      experiments: names (default: every registered experiment).
       out: the output folder (the sweep root): ``runs/``, ``figures/``, ``report.md``,
         ``report.html``, ``claims.json``.
       workers: parallel worker processes (1: run in this process).
@@ -73,6 +92,10 @@ def reproduce(
     Returns:
       ``{"sweep": SweepSummary | None, "report": {"md", "html", "json"} | None,
       "claims": [Claim], "wall_s": float}``.
+
+    Raises:
+      ValueError: an unknown experiment or scale, a bad shard, or a data folder the runs need
+        that does not exist (checked before anything is written).
     """
     from rich.console import Console
     from rich.progress import (
@@ -86,23 +109,17 @@ def reproduce(
 
     console = console or Console()
     start = time.perf_counter()
-    names = list(experiments or registry.EXPERIMENT_NAMES)
-    for name in names:
-        registry.get(name)  # validates the name
-    the_scale = registry.get_scale(scale, data_dir, num_seeds)
+    names = base.select(experiments)
+    the_scale = base.get_scale(scale, data_dir, num_seeds)
     shard_pair = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    runs = plan(names, the_scale)
+    missing_data = check_data(runs)
+    if missing_data and not report_only:
+        raise ValueError(f"data_dir: no such folder {missing_data[0]} (the runs need it)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    points = registry.points_for(names, the_scale)
-    tags: dict[str, list[str]] = {}
-    tasks: dict[str, RunSpec] = {}
-    for name, pts in points.items():
-        for p in pts:
-            for spec in p.specs:
-                tasks.setdefault(spec.digest, spec)
-                if name not in tags.setdefault(spec.digest, []):
-                    tags[spec.digest].append(name)
-    task_list = list(tasks.values())
+    tags = {r.spec.digest: r.experiments for r in runs}
+    task_list = [r.spec for r in runs]
     console.rule(
         f"[bold]nmelab reproduce[/] · scale [cyan]{the_scale.name}[/] · "
         f"{the_scale.num_seeds} seeds · {len(task_list)} tasks · out {out}"
@@ -110,8 +127,6 @@ def reproduce(
     sweep: SweepSummary | None = None
     if not report_only:
         mine = shard_runs(task_list, *(shard_pair or (0, 1)))
-        from nmelab.experiments.sweep import is_done
-
         todo_cost = sum(s.cost for s in mine if not is_done(out, s))
         if shard_pair:
             console.print(
@@ -174,8 +189,6 @@ def reproduce(
         )
         for run_id, error in sweep.failed.items():
             console.print(f"[red]failed[/] {run_id}: {error} (see {out}/runs/{run_id}/error.json)")
-    from nmelab.experiments.sweep import is_done
-
     missing = [s for s in task_list if not is_done(out, s)]
     if shard_pair and missing:
         console.print(
@@ -212,9 +225,6 @@ def reproduce(
     }
 
 
-INVOCATIONS_FILE = "invocations.jsonl"
-
-
 def _log_invocation(
     out: Path, scale: str, names: Sequence[str], workers: int, sweep: SweepSummary, start: float
 ) -> None:
@@ -249,13 +259,17 @@ def _log_invocation(
 def _print_verdicts(console: Any, claims: Sequence[Any]) -> None:
     from rich.table import Table
 
-    from nmelab.experiments.report import VERDICT_COLORS, _effect_text
+    from nmelab.experiments.report import effect_text
+    from nmelab.experiments.report_blocks import VERDICT_COLORS
 
     table = Table(title="claims", show_lines=False)
-    table.add_column("claim")
-    table.add_column("effect [95 % CI]")
-    table.add_column("verdict")
+    for column in ("claim", "group", "effect [95 % CI]", "failed seeds", "verdict", "after Holm"):
+        table.add_column(column)
     for c in claims:
         color = VERDICT_COLORS.get(c.verdict, "white")
-        table.add_row(c.key, _effect_text(c), f"[{color}]{c.verdict}[/]")
+        failed = f"{c.measured.num_diverged}d/{c.measured.num_collapsed}c"
+        if c.failures_drive_result:
+            failed += " (drive it)"
+        table.add_row(c.key, c.group, effect_text(c), failed, f"[{color}]{c.verdict}[/]",
+                      c.holm_verdict)  # fmt: skip
     console.print(table)

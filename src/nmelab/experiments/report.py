@@ -1,27 +1,28 @@
 """The reproduction report: figures, the claims with their effects and verdicts, in Markdown and HTML.
 
 :func:`build_report` computes every figure and claim of the requested experiments from what is
-stored under the sweep root (nothing is trained here), and :func:`write_report` writes
+stored under the sweep root (nothing is trained here; a damaged record counts as missing), and
+:func:`write_report` writes
 
 * ``report.md`` - Markdown, figures linked relatively (``figures/fig2.png``);
-* ``report.html`` - one self-contained file, every figure embedded as a base64 PNG, so it opens
-  in any browser and can be mailed around;
-* ``claims.json`` - the claims, effects, intervals and verdicts, machine-readable;
+* ``report.html`` - one self-contained file, every figure embedded as a base64 PNG;
+* ``claims.json`` - the claims, effects, intervals, failure counts and verdicts;
 * ``figures/*.png`` and ``figures/*.pdf``.
 
-The report never hides a non-reproduction: every claim of the requested experiments appears in
-the summary table with its verdict, whatever it is, and missing or failed runs are listed.
+The report iterates over the experiments it is given and names none of them: each experiment
+brings its points, claims, figure and extra sections (:class:`~nmelab.experiments.base.
+Experiment`). The verdict table is split by claim group (:data:`~nmelab.experiments.claims.
+GROUPS`); the headline counts only the paper's primary claims, with Holm-adjusted verdicts
+beside the raw ones. Every claim appears with its verdict, whatever it is.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as _dt
-import html
-import json
 import math
 import platform
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,131 +30,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nmelab._io import write_json_atomic, write_text_atomic
+from nmelab.experiments import base, labels, verdicts
 from nmelab.experiments import claims as C
-from nmelab.experiments import registry, verdicts
-from nmelab.experiments.sweep import write_json_atomic
+from nmelab.experiments.recipes import TRAIN_RUNNER
+from nmelab.experiments.report_blocks import VERDICT_COLORS, Block, to_html, to_markdown
 
-__all__ = ["Report", "build_report", "write_report"]
+__all__ = ["INVOCATIONS_FILE", "Report", "build_report", "effect_text", "write_report"]
 
-VERDICT_COLORS = {
-    verdicts.REPRODUCED: "#1a7f37",
-    verdicts.NOT_REPRODUCED: "#cf222e",
-    verdicts.INCONCLUSIVE: "#9a6700",
-}
+INVOCATIONS_FILE = "invocations.jsonl"
 
 RULES_TEXT = (
     "Each effect is a linear contrast of per-grid-point means over seeds (a difference, a "
-    "difference of differences, or a least-squares slope over the grid), with a 95 % "
+    "difference of differences, or a gain from ρ = 0 to a pre-registered ρ*), with a 95 % "
     "Welch–Satterthwaite t-interval; a diverged seed is scored at chance accuracy (its "
-    "predictions are meaningless), a collapsed seed at its measured accuracy. **Reproduced**: the "
-    "interval excludes 0 on the paper's side. **Not reproduced**: it excludes 0 on the opposite "
-    "side, or it lies entirely below the smallest effect of interest (1 accuracy point unless "
-    "stated; 0.05 for cosines). **Inconclusive at this scale**: otherwise. Claims of *no* "
-    "difference are reproduced when the interval lies inside ±margin and not reproduced when it "
-    "excludes [−margin, margin]. The grids, seeds and rules were fixed before the runs; nothing was "
-    "tuned to make a claim appear."
+    "predictions are meaningless), a collapsed seed at its measured accuracy, and every claim "
+    "says how many of its seeds failed and what the verdict would be without them. "
+    "**Reproduced**: the interval excludes 0 on the paper's side and does not lie entirely below "
+    "the smallest effect of interest (1 accuracy point unless stated; 0.05 for cosines). **Not "
+    "reproduced**: it excludes 0 on the opposite side, or lies entirely below that margin "
+    "(including an interval inside (0, margin)). **Inconclusive at this scale**: otherwise. "
+    "Claims of *no* difference (the paper's “≈”) are reproduced when the interval lies inside "
+    "±margin and not reproduced when it lies outside [−margin, margin]. **Not computed**: a run "
+    "of the claim is missing or its stored result is damaged. Holm's correction is applied "
+    "within each group (one-sided level 0.025, matching the 95 % intervals); it can only turn "
+    "“reproduced” into “inconclusive”. The claims, grids, seeds and rules were fixed in the code "
+    "before the runs."
 )
-
-
-# --------------------------------------------------------------------------------------------
-# blocks: one structure, two renderings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Block:
-    """A report element: ``kind`` in ``h1 h2 h3 p table img ul verdict``."""
-
-    kind: str
-    text: str = ""
-    headers: Sequence[str] = ()
-    rows: Sequence[Sequence[str]] = ()
-    items: Sequence[str] = ()
-    path: str = ""
-
-
-def _md_inline(text: str) -> str:
-    return text
-
-
-def _html_inline(text: str) -> str:
-    """Escape, then render ``**bold**`` and ``*em*`` and ``code``."""
-    import re
-
-    out = html.escape(text)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", out)
-    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
-    for verdict, color in VERDICT_COLORS.items():
-        out = out.replace(
-            f"<strong>{html.escape(verdict)}</strong>",
-            f'<strong style="color:{color}">{html.escape(verdict)}</strong>',
-        )
-    return out
-
-
-def _to_markdown(blocks: Sequence[Block]) -> str:
-    lines: list[str] = []
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            lines += ["#" * int(b.kind[1]) + " " + b.text, ""]
-        elif b.kind == "p":
-            lines += [b.text, ""]
-        elif b.kind == "ul":
-            lines += [f"- {item}" for item in b.items] + [""]
-        elif b.kind == "table":
-            esc = [h.replace("|", "\\|") for h in b.headers]
-            lines.append("| " + " | ".join(esc) + " |")
-            lines.append("|" + "|".join("---" for _ in b.headers) + "|")
-            for row in b.rows:
-                lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
-            lines.append("")
-        elif b.kind == "img":
-            lines += [f"![{b.text}]({b.path})", ""]
-    return "\n".join(lines)
-
-
-def _to_html(blocks: Sequence[Block], root: Path, title: str) -> str:
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;"
-        "margin:2em auto;padding:0 1em;line-height:1.45;color:#1f2328}"
-        "table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}"
-        "th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}"
-        "th{background:#f6f8fa}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}"
-        "code{background:#f6f8fa;padding:0 3px}h2{border-bottom:1px solid #d0d7de;"
-        "padding-bottom:0.2em;margin-top:2em}</style></head><body>",
-    ]
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            anchor = html.escape(b.text.split(":")[0].lower().replace(" ", "-").replace(".", ""))
-            parts.append(f'<{b.kind} id="{anchor}">{_html_inline(b.text)}</{b.kind}>')
-        elif b.kind == "p":
-            parts.append(f"<p>{_html_inline(b.text)}</p>")
-        elif b.kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "</ul>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{_html_inline(h)}</th>" for h in b.headers)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{_html_inline(str(c))}</td>" for c in row) + "</tr>"
-                for row in b.rows
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif b.kind == "img":
-            data = base64.b64encode((root / b.path).read_bytes()).decode("ascii")
-            parts.append(
-                f'<figure><img alt="{html.escape(b.text)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{_html_inline(b.text)}</figcaption></figure>"
-            )
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------
-# the report
-# --------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -173,21 +76,18 @@ class Report:
     title: str
 
 
-def _fmt_interval(iv: verdicts.Interval, digits: int = 2) -> str:
-    return iv.format(digits)
-
-
 def _digits(unit: str) -> int:
     return 3 if unit in ("cosine", "") else 2
 
 
-def _effect_text(claim: C.Claim) -> str:
+def effect_text(claim: C.Claim) -> str:
+    """The effect with its interval, ``"n/a"`` without data, the value alone when exact."""
     iv = claim.effect
     if not math.isfinite(iv.estimate):
-        return "n/a (runs missing)"
+        return "n/a"
     if iv.se == 0 and math.isinf(iv.df):
         return f"{iv.estimate:.3g} (exact)"
-    return _fmt_interval(iv, _digits(claim.unit)) + (f" {claim.unit}" if claim.unit else "")
+    return iv.format(_digits(claim.unit)) + (f" {claim.unit}" if claim.unit else "")
 
 
 def _detail_text(name: str, iv: verdicts.Interval, unit: str) -> str:
@@ -195,7 +95,17 @@ def _detail_text(name: str, iv: verdicts.Interval, unit: str) -> str:
         return f"{name}: n/a"
     if iv.se == 0 and math.isinf(iv.df):
         return f"{name}: {iv.estimate:.3g}"
-    return f"{name}: {_fmt_interval(iv, _digits(unit))}"
+    return f"{name}: {iv.format(_digits(unit))}"
+
+
+def _failures_text(claim: C.Claim) -> str:
+    m = claim.measured
+    if m.num_missing:
+        return f"{m.num_missing} run(s) missing"
+    if not m.num_failed:
+        return "none"
+    text = f"{m.num_diverged} diverged, {m.num_collapsed} collapsed of {m.num_seeds}"
+    return text + (" — **drive the result**" if claim.failures_drive_result else "")
 
 
 def _baselines(results: pd.DataFrame, run_ids: set[str]) -> list[list[str]]:
@@ -209,7 +119,7 @@ def _baselines(results: pd.DataFrame, run_ids: set[str]) -> list[list[str]]:
     ):
         test = verdicts.mean_interval(sub["score"].to_numpy(dtype=float))
         train = sub["train_accuracy"].to_numpy(dtype=float) * 100
-        label = registry.activation_label(act, {"beta": beta} if beta > 0 else None)
+        label = labels.activation_label(act, {"beta": beta} if beta > 0 else None)
         statuses = sub["status"].value_counts().to_dict()
         rows.append(
             [
@@ -227,10 +137,63 @@ def _baselines(results: pd.DataFrame, run_ids: set[str]) -> list[list[str]]:
     return rows
 
 
+def _claim_blocks(claim: C.Claim) -> list[Block]:
+    line = f"*Measured:* {claim.effect_name} = {effect_text(claim)} → **{claim.verdict}**"
+    if claim.holm_verdict and claim.holm_verdict != claim.verdict:
+        line += f" (after Holm: **{claim.holm_verdict}**)"
+    if claim.failures_drive_result:
+        line += (
+            f"; without the failed seeds: **{claim.sensitivity_verdict}** — training failures "
+            "drive this result"
+        )
+    items = [_detail_text(n, iv, claim.unit) for n, iv in claim.details]
+    items += [f"Rule: {claim.rule}."] + [f"Note: {n}" for n in claim.notes]
+    return [
+        Block("h3", f"Claim {claim.key} ({claim.section})"),
+        Block("p", f"*Paper:* {claim.statement}"),
+        Block("p", line),
+        Block("ul", items=items),
+    ]
+
+
+def _verdict_tables(all_claims: Sequence[C.Claim]) -> list[Block]:
+    primary = [c for c in all_claims if c.group == "primary"]
+    raw = {v: sum(c.verdict == v for c in primary) for v in VERDICT_COLORS}
+    holm = {v: sum(c.holm_verdict == v for c in primary) for v in VERDICT_COLORS}
+    out = [
+        Block("h2", "Verdicts"),
+        Block(
+            "p",
+            f"{len(all_claims)} claims tested; **{len(primary)} are the paper's primary training "
+            "claims** (the headline): "
+            + ", ".join(f"**{v}**: {n}" for v, n in raw.items())
+            + "; after Holm's correction: "
+            + ", ".join(f"{v}: {n}" for v, n in holm.items())
+            + ". Exact identities, our own claims and secondary claims are listed separately "
+            "and not counted in the headline.",
+        ),
+    ]
+    headers = ["claim", "where", "the paper says", "measured effect [95 % CI]",
+               "failed seeds", "verdict", "after Holm"]  # fmt: skip
+    for group, heading in C.GROUPS.items():
+        members = [c for c in all_claims if c.group == group]
+        if not members:
+            continue
+        out.append(Block("h3", f"{heading} ({len(members)})"))
+        rows = [
+            [c.key, c.section, c.statement, f"{c.effect_name}: {effect_text(c)}",
+             _failures_text(c), f"**{c.verdict}**", c.holm_verdict]
+            for c in members
+        ]  # fmt: skip
+        out.append(Block("table", headers=headers, rows=rows))
+    out.append(Block("p", "How verdicts are decided: " + RULES_TEXT))
+    return out
+
+
 def build_report(
     root: str | Path,
     names: Sequence[str],
-    scale: registry.Scale,
+    scale: base.Scale,
     results: pd.DataFrame,
     *,
     sweep_info: Mapping[str, Any] | None = None,
@@ -241,9 +204,8 @@ def build_report(
       root: the sweep root (the ``--out`` folder); figures go to ``root/figures``.
       names: experiment names, in report order.
       scale: the scale the runs were made at.
-      results: :func:`nmelab.experiments.load_results` of ``root``.
-      sweep_info: facts about the invocation for the header (e.g. ``wall_s``, ``workers``,
-        ``failed``).
+      results: :func:`nmelab.experiments.load_results` of ``root`` (valid records only).
+      sweep_info: facts about the invocation for the header (``failed``: run id → error).
 
     Returns:
       A :class:`Report`; nothing is written yet (:func:`write_report`).
@@ -255,16 +217,13 @@ def build_report(
     figures_by_exp: dict[str, list[str]] = {}
     sections: list[Block] = []
     run_ids: set[str] = set()
-    missing_total: set[str] = set()
-    mechanism_rows: list[dict[str, Any]] = []
+    done = set(results["run_id"]) if len(results) else set()
     for name in names:
-        exp = registry.get(name)
+        exp = base.get(name)
         pts = exp.points(scale)
         table = C.points_table(pts, results)
         ids = {spec.run_id for p in pts for spec in p.specs}
         run_ids |= ids
-        done = set(results["run_id"]) if len(results) else set()
-        missing_total |= ids - done
         claims = exp.claims(table, scale, root)
         try:
             has_data = bool((table["status"] != "missing").any())
@@ -275,135 +234,53 @@ def build_report(
         pngs = [str(Path(p).relative_to(root)) for p in paths if str(p).endswith(".png")]
         figures_by_exp[name] = pngs
         all_claims += claims
-        sections.append(Block("h2", f"{exp.title}"))
+        sections.append(Block("h2", exp.title))
         sections.append(Block("p", f"*{exp.section}.* Setup: {exp.describe(scale)}"))
-        for png in pngs:
-            sections.append(Block("img", exp.title, path=png))
-        if name == "mechanism":
-            from nmelab.experiments import mechanism
-
-            mechanism_rows = mechanism.summary_rows(scale, root)
-            if mechanism_rows:
-                rhos = mechanism.FIDELITY_RHOS
-                headers = ["model", "activation", "stage (epoch)"] + [
-                    f"cos at ρ={r:g}" for r in rhos
-                ]
-                rows = []
-                for row in mechanism_rows:
-                    cells = [
-                        row["model"] or "MLP",
-                        row["activation"],
-                        f"{row['stage']} ({row['epoch']:g})",
-                    ]
-                    for r in rhos:
-                        iv = row[r]
-                        cells.append(
-                            f"{iv.estimate:.3f} ± {iv.half_width:.3f}"
-                            if math.isfinite(iv.estimate) and math.isfinite(iv.hi)
-                            else (f"{iv.estimate:.3f}" if math.isfinite(iv.estimate) else "n/a")
-                        )
-                    rows.append(cells)
-                sections.append(
-                    Block(
-                        "p",
-                        "Cosine between ρHu and Δg (mean ± 95 % CI half-width "
-                        "over seeds; 1 = the pointwise Hessian predicts the "
-                        "SAM step's gradient change exactly).",
-                    )
-                )
-                sections.append(Block("table", headers=headers, rows=rows))
+        sections += [Block("img", exp.title, path=png) for png in pngs]
+        sections += exp.report_sections(table, scale, root)
         for claim in claims:
-            sections.append(Block("h3", f"Claim {claim.key} ({claim.section})"))
-            sections.append(Block("p", f"*Paper:* {claim.statement}"))
-            sections.append(
-                Block(
-                    "p",
-                    f"*Measured:* {claim.effect_name} = "
-                    f"{_effect_text(claim)} → **{claim.verdict}**",
-                )
-            )
-            items = [_detail_text(n, iv, claim.unit) for n, iv in claim.details]
-            items += [f"Rule: {claim.rule}."] + [f"Note: {n}" for n in claim.notes]
-            sections.append(Block("ul", items=items))
-        if name == "mechanism":
-            from nmelab.experiments import mechanism
-
-            words = {
-                verdicts.REPRODUCED: "holds",
-                verdicts.NOT_REPRODUCED: "does not hold",
-                verdicts.INCONCLUSIVE: "is undecided (inconclusive)",
-            }
-            for c in (c for c in claims if c.key.startswith("mechanism")):
-                model = f" ({c.key.split('-', 1)[1]})" if "-" in c.key else ""
-                sections.append(
-                    Block(
-                        "p",
-                        f"**Premise at the {scale.name} scale{model}: at the pre-registered cell "
-                        f"(ρ = {mechanism.PRIMARY_RHO:g}, end of training) the paper's premise "
-                        f"{words[c.verdict]}** — {c.effect_name} = {_effect_text(c)}.",
-                    )
-                )
-            for sentence in mechanism.premise_text(scale, root):
-                sections.append(Block("p", sentence[0].upper() + sentence[1:]))
+            sections += _claim_blocks(claim)
+    C.apply_holm(all_claims)
 
     title = f"nmelab reproduce — {scale.name} scale"
-    head: list[Block] = [Block("h1", title)]
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     from nmelab import __version__
 
-    compute_s = 0.0
+    missing = run_ids - done
+    compute_s = cpu_s = 0.0
     if len(results):
         mine = results[results["run_id"].isin(run_ids)].drop_duplicates("run_id")
         compute_s = float(pd.to_numeric(mine["elapsed_s"], errors="coerce").fillna(0).sum())
+        cpu_s = float(pd.to_numeric(mine.get("cpu_s"), errors="coerce").fillna(0).sum())
     facts = [
         f"Generated {stamp} by nmelab {__version__} on {platform.node()} "
         f"({platform.machine()}, Python {platform.python_version()}).",
         f"Scale `{scale.name}`, {scale.num_seeds} seeds per grid point, experiments: "
         f"{', '.join(names)}.",
-        f"Tasks: {len(run_ids)} ({len(run_ids) - len(missing_total)} finished, "
-        f"{len(missing_total)} missing); stored compute time {compute_s / 60:.1f} min.",
+        f"Tasks: {len(run_ids)} ({len(run_ids) - len(missing)} finished, {len(missing)} "
+        f"missing); stored compute time {compute_s / 60:.1f} min of task wall time, "
+        f"{cpu_s / 60:.1f} min of CPU.",
+        *_invocations(root),
     ]
-    for line in _invocations(root):
-        facts.append(line)
     if info.get("failed"):
         facts.append(
             f"**{len(info['failed'])} task(s) failed** in this invocation (see their "
             "`error.json`); rerun the same command to retry them."
         )
-    if missing_total:
+    if missing:
         facts.append(
-            "**Some runs are missing**: their claims use only the finished runs or are "
-            "reported as n/a. Rerun the same command to complete them."
+            "**Some runs are missing or damaged**: their claims are “not computed”. Rerun the "
+            "same command to complete them."
         )
-    head.append(Block("ul", items=facts))
-    head.append(Block("h2", "Verdicts"))
-    counts = {v: sum(c.verdict == v for c in all_claims) for v in VERDICT_COLORS}
-    head.append(Block("p", ", ".join(f"**{v}**: {n}" for v, n in counts.items()) + "."))
-    head.append(
-        Block(
-            "table",
-            headers=["claim", "where", "the paper says", "measured effect [95 % CI]", "verdict"],
-            rows=[
-                [
-                    c.key,
-                    c.section,
-                    c.statement,
-                    f"{c.effect_name}: {_effect_text(c)}",
-                    f"**{c.verdict}**",
-                ]
-                for c in all_claims
-            ],
-        )
-    )
-    head.append(Block("p", "How verdicts are decided: " + RULES_TEXT))
+    head = [Block("h1", title), Block("ul", items=facts), *_verdict_tables(all_claims)]
     baseline_rows = _baselines(results, run_ids)
     if baseline_rows:
         head.append(Block("h2", "Baselines: plain SGD"))
         head.append(
             Block(
                 "p",
-                "Do the unregularised baselines train well? Test accuracy (mean "
-                "[95 % CI] over seeds) and mean final train accuracy.",
+                "Do the unregularised baselines train well? Test accuracy (mean [95 % CI] over "
+                "seeds) and mean final train accuracy.",
             )
         )
         head.append(
@@ -417,40 +294,61 @@ def build_report(
                     "test accuracy %",
                     "train accuracy %",
                     "status",
-                ],
+                ],  # fmt: skip
                 rows=baseline_rows,
             )
         )
     if len(results):
         mine = results[results["run_id"].isin(run_ids) & results["status"].notna()]
-        trained = mine[mine["runner"] == registry.TRAIN_RUNNER]
+        trained = mine[mine["runner"] == TRAIN_RUNNER]
         if len(trained):
-            status_counts = trained["status"].value_counts().to_dict()
+            counts = trained["status"].value_counts().to_dict()
             head.append(
                 Block(
                     "p",
                     "Seeds by outcome across all training runs: "
-                    + ", ".join(f"{k}: {v}" for k, v in sorted(status_counts.items()))
+                    + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
                     + ".",
                 )
             )
-    blocks = head + sections
-    return Report(blocks=blocks, claims=all_claims, figures=figures_by_exp, title=title)
+    return Report(blocks=head + sections, claims=all_claims, figures=figures_by_exp, title=title)
+
+
+_INVOCATION_FIELDS = {
+    "finished_at": str,
+    "completed": int,
+    "already_done": int,
+    "failed": int,
+    "sweep_s": (int, float),
+    "wall_s": (int, float),
+    "workers": int,
+    "cpus": int,
+}
 
 
 def _invocations(root: Path) -> list[str]:
-    """Lines describing the training invocations logged in ``invocations.jsonl``."""
-    path = root / "invocations.jsonl"
+    """Lines describing the invocations logged in ``invocations.jsonl`` (bad lines: warned)."""
+    import json
+
+    path = root / INVOCATIONS_FILE
     if not path.exists():
         return []
     lines = []
-    for text in path.read_text().splitlines():
+    for number, text in enumerate(path.read_text(errors="replace").splitlines(), 1):
         try:
             r = json.loads(text)
-        except json.JSONDecodeError:
+            bad = [k for k, t in _INVOCATION_FIELDS.items() if not isinstance(r.get(k), t)]
+        except (json.JSONDecodeError, AttributeError):
+            r, bad = None, ["(not a JSON object)"]
+        if bad:
+            warnings.warn(
+                f"{path}:{number}: skipped, bad or missing {', '.join(bad)}", stacklevel=2
+            )
             continue
         load = r.get("load_average")
-        load_text = f", 1-min load average at the end {load:.1f}" if load is not None else ""
+        load_text = (
+            f", 1-min load average at the end {load:.1f}" if isinstance(load, int | float) else ""
+        )
         lines.append(
             f"Invocation finished {r['finished_at']}: {r['completed']} task(s) run, "
             f"{r['already_done']} already done, {r['failed']} failed; sweep "
@@ -468,29 +366,15 @@ def write_report(report: Report, root: str | Path) -> dict[str, Path]:
     """
     root = Path(root)
     paths = {"md": root / "report.md", "html": root / "report.html", "json": root / "claims.json"}
-    _write_text(paths["md"], _to_markdown(report.blocks))
-    _write_text(paths["html"], _to_html(report.blocks, root, report.title))
+    write_text_atomic(paths["md"], to_markdown(report.blocks))
+    write_text_atomic(paths["html"], to_html(report.blocks, root, report.title))
     write_json_atomic(
         paths["json"],
         {
             "title": report.title,
+            "groups": C.GROUPS,
             "claims": [c.to_dict() for c in report.claims],
             "figures": report.figures,
         },
     )
     return paths
-
-
-def _write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def claims_json(report: Report) -> str:
-    """The claims as a JSON string."""
-    return json.dumps([c.to_dict() for c in report.claims], indent=1)

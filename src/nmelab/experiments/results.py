@@ -1,12 +1,13 @@
 """Load every finished run under a sweep root into one pandas DataFrame (one row per seed).
 
-Only complete ``result.json`` files are read (:mod:`nmelab.experiments.sweep`), so a killed sweep
-never shows half a run. A training run packs several seeds (the trainer's ``num_seeds``, vmapped);
+Only complete, valid ``result.json`` files are read (:func:`nmelab.experiments.sweep.load_record`),
+so a killed sweep never shows half a run; a damaged record is skipped with a warning naming it
+(the next ``nmelab reproduce`` sets it aside and recomputes it). A training run packs several seeds (the trainer's ``num_seeds``, vmapped);
 its summary holds per-seed lists, which become one row each.
 
 Columns:
 
-* ``run_id``, ``runner``, ``name``, ``elapsed_s``, ``finished_at``;
+* ``run_id``, ``runner``, ``name``, ``elapsed_s`` (wall), ``cpu_s``, ``finished_at``;
 * ``seed``, ``status`` (``"ok" | "diverged" | "collapsed"``), ``diverged_step``,
   ``test_accuracy``, ``test_loss``, ``train_accuracy``, ``train_loss`` (fractions, as the trainer
   reports them; ``NaN`` for a diverged seed), ``num_classes``;
@@ -14,7 +15,8 @@ Columns:
   but a diverged seed scores chance, ``100/K`` - its predictions are meaningless, and the
   effects of the report are computed on ``score`` so that a diverged seed counts as the failure it
   is instead of silently dropping out (the trap: dropping it would make a method that diverges in
-  2 of 3 seeds look as good as its one survivor);
+  2 of 3 seeds look as good as its one survivor). The report shows, per claim, how many seeds
+  diverged or collapsed and the verdict without them (:mod:`nmelab.experiments.claims`);
 * the derived grid coordinates ``method`` (the regularizer, ``"sgd"`` for none), ``activation``,
   ``beta``, ``rho``, ``sigma2``, ``model``, ``dataset``, ``learning_rate``, ``num_epochs``;
 * ``config.<key>``: every config entry, nested keys dotted.
@@ -27,14 +29,15 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from nmelab.experiments.registry import TRAIN_RUNNER
-from nmelab.experiments.sweep import RESULT_FILE, RUNS_DIR, read_result
+from nmelab.experiments.recipes import TRAIN_RUNNER
+from nmelab.experiments.sweep import RESULT_FILE, RUNS_DIR, DamagedRecord, load_record
 
 __all__ = ["describe", "load_results", "seed_rows"]
 
@@ -133,8 +136,12 @@ def load_results(root: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"root: no such directory {str(root)!r}")
     records = []
     for result_file in sorted((root / RUNS_DIR).glob(f"*/{RESULT_FILE}")):
-        result = read_result(result_file.parent)
-        if result is None:
+        try:
+            result = load_record(result_file.parent)
+        except DamagedRecord as err:
+            warnings.warn(f"damaged run record skipped: {err}", stacklevel=2)
+            continue
+        if result is None:  # removed since the folder was listed
             continue
         config = result.get("config", {})
         base = {
@@ -142,6 +149,7 @@ def load_results(root: str | Path) -> pd.DataFrame:
             "runner": result.get("runner"),
             "name": result.get("name"),
             "elapsed_s": result.get("elapsed_s"),
+            "cpu_s": result.get("cpu_s"),
             "finished_at": result.get("finished_at"),
         }
         if result.get("runner") == TRAIN_RUNNER:
@@ -150,7 +158,7 @@ def load_results(root: str | Path) -> pd.DataFrame:
         for row in seed_rows(result["summary"]):
             records.append({**base, **row, **flat})
     columns = ["run_id", "runner", "name", "seed", *_PER_SEED, "num_classes", "accuracy", "score",
-               *_DESCRIBED, "elapsed_s", "finished_at"]  # fmt: skip
+               *_DESCRIBED, "elapsed_s", "cpu_s", "finished_at"]  # fmt: skip
     frame = pd.DataFrame.from_records(records)
     for column in columns:
         if column not in frame:

@@ -9,7 +9,9 @@ Layout under the sweep root::
     ROOT/runs/<run_id>/task.json     the runner and config (written before the run starts)
     ROOT/runs/<run_id>/...           whatever the runner writes (the trainer's checkpoints,
                                      metrics.jsonl, summary.json; a computation's arrays)
-    ROOT/runs/<run_id>/result.json   written last, atomically: the task is done
+    ROOT/runs/<run_id>/result.json   written last, atomically: the task is done (with its
+                                     summary, wall time ``elapsed_s`` and CPU time ``cpu_s``
+                                     of every thread of the process that ran it)
     ROOT/runs/<run_id>/error.json    the traceback of the last failed attempt (removed on success)
 
 Guarantees (tested by killing a sweep with SIGKILL and rerunning it):
@@ -17,8 +19,12 @@ Guarantees (tested by killing a sweep with SIGKILL and rerunning it):
 * ``result.json`` is the only completion marker, written by ``os.replace`` of a fully written and
   fsynced temporary file, so it is either absent or complete; a rerun skips exactly the tasks that
   have one. Nothing is ever appended to a shared file, so nothing can be counted twice.
-* A killed attempt leaves at most hidden temporary files (``.*.tmp-*``); they are deleted when the
+* A killed attempt leaves at most hidden temporary files (``.*.tmp``); they are deleted when the
   task is next started. Resuming *inside* a training run is the trainer's job (its checkpoints).
+* A stored record is validated whenever it is read (:func:`load_record`: its fields, its digest
+  and the task's own validator, e.g. a readable ``.npz``). One that fails counts as not done:
+  its run folder is moved to ``ROOT/damaged/<run_id>.<n>`` (never deleted) with a warning
+  naming both paths, and the task is recomputed (:func:`read_result`, :func:`set_aside`).
 * ``--shard i/n`` (:func:`shard_runs`) deals the de-duplicated tasks, sorted by ``run_id``,
   round-robin: shards ``0 … n−1`` are disjoint and cover every task exactly once, provided every
   shard is given the same task list (same ``--scale`` and ``--experiments``).
@@ -41,25 +47,29 @@ import math
 import multiprocessing
 import os
 import platform
-import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nmelab._io import read_json, to_jsonable, write_json_atomic
+
 __all__ = [
+    "DamagedRecord",
     "RunSpec",
-    "enable_compilation_cache",
     "SweepSummary",
     "config_digest",
+    "enable_compilation_cache",
     "is_done",
+    "load_record",
     "parse_shard",
     "read_result",
     "run_dir",
     "run_sweep",
+    "set_aside",
     "shard_runs",
-    "write_json_atomic",
 ]
 
 RESULT_FILE = "result.json"
@@ -125,16 +135,25 @@ class RunSpec:
         ``"cnn1d_bn-relu-penalty-rho0.3"``.
       cost: a rough relative cost (seconds on the reference CPU), used to start the longest tasks
         first and for the time estimate. Not part of the identity.
+      validator: ``"package.module:function"`` called as ``fn(workdir, summary)`` when a stored
+        result is read; it raises ``ValueError`` when the run's artifacts are damaged (``""``:
+        only the record itself is checked). Not part of the identity.
+      recipe: where the config came from, e.g. ``"configs/mnist1d_mlp.py:scale=quick"`` (shown
+        by ``nmelab reproduce --plan``). Not part of the identity.
     """
 
     runner: str
     config: Mapping[str, Any]
     name: str
     cost: float = 1.0
+    validator: str = ""
+    recipe: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.runner, str) or self.runner.count(":") != 1:
-            raise ValueError(f"runner: expected 'package.module:function', got {self.runner!r}")
+        for field in ("runner", "validator"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or (value or field == "runner") and value.count(":") != 1:
+                raise ValueError(f"{field}: expected 'package.module:function', got {value!r}")
         if not isinstance(self.config, Mapping):
             raise TypeError(f"config: expected a mapping, got {type(self.config).__name__}")
         bad = set(self.name) - set(
@@ -160,6 +179,7 @@ class RunSpec:
             "run_id": self.run_id,
             "name": self.name,
             "runner": self.runner,
+            "validator": self.validator,
             "config": self.config,
             "digest": self.digest,
         }
@@ -188,66 +208,94 @@ def resolve_runner(runner: str) -> Callable[[dict, str], Mapping[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: a complete file or none.
-
-    The JSON goes to a hidden temporary file in the same directory (``.NAME.tmp-*``), is flushed
-    and fsynced, then renamed over ``path`` with ``os.replace`` (atomic on POSIX), and the
-    directory is fsynced so the rename survives a crash. Non-finite floats are written as
-    ``NaN``/``Infinity`` (Python's JSON dialect).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def run_dir(root: str | Path, spec: RunSpec | str) -> Path:
     """The work directory ``ROOT/runs/<run_id>`` of a task (or of a run id)."""
     run_id = spec.run_id if isinstance(spec, RunSpec) else str(spec)
     return Path(root) / RUNS_DIR / run_id
 
 
-def read_result(path: str | Path) -> dict[str, Any] | None:
-    """Return the parsed ``result.json`` of a work directory, or ``None`` if absent/unreadable."""
-    file = Path(path) / RESULT_FILE
-    try:
-        with open(file) as f:
-            result = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+class DamagedRecord(ValueError):
+    """A stored ``result.json`` (or an artifact its validator checks) failed validation."""
+
+
+def _check_record(workdir: Path, record: Any, digest: str | None) -> dict[str, Any]:
+    file = workdir / RESULT_FILE
+    if not isinstance(record, dict):
+        raise DamagedRecord(f"{file}: expected a JSON object, got {type(record).__name__}")
+    summary = record.get("summary")
+    if not isinstance(summary, dict):
+        raise DamagedRecord(f"{file}: 'summary' must be an object, got {summary!r:.80}")
+    for key in ("run_id", "runner", "digest"):
+        if not isinstance(record.get(key), str):
+            raise DamagedRecord(f"{file}: {key!r} must be a string, got {record.get(key)!r:.80}")
+    if not isinstance(record.get("config"), dict):
+        raise DamagedRecord(f"{file}: 'config' must be an object")
+    if digest is not None and record["digest"] != digest:
+        raise DamagedRecord(f"{file}: written for another config (digest {record['digest']:.10})")
+    validator = record.get("validator") or ""
+    if validator:
+        if not validator.startswith("nmelab."):
+            raise DamagedRecord(f"{file}: unknown validator {validator!r}")
+        try:
+            resolve_runner(validator)(str(workdir), summary)
+        except (ValueError, TypeError, KeyError, OSError, EOFError) as err:
+            raise DamagedRecord(f"{file}: {err}") from err
+    return record
+
+
+def load_record(workdir: str | Path, digest: str | None = None) -> dict[str, Any] | None:
+    """The validated ``result.json`` of a work directory, or ``None`` if there is none.
+
+    Validation: a JSON object with a ``summary`` object, string ``run_id``/``runner``/``digest``,
+    a ``config`` object, the expected ``digest`` (when given), and the task's own validator
+    (:attr:`RunSpec.validator`, e.g. per-seed lists of a training run, a readable ``.npz``).
+
+    Raises:
+      DamagedRecord: the file exists but fails validation (the message names the path).
+    """
+    workdir = Path(workdir)
+    file = workdir / RESULT_FILE
+    if not file.exists():
         return None
-    return result if isinstance(result, dict) and "summary" in result else None
+    try:
+        record = read_json(file)
+    except ValueError as err:
+        raise DamagedRecord(str(err)) from err
+    return _check_record(workdir, record, digest)
+
+
+DAMAGED_DIR = "damaged"
+
+
+def set_aside(root: str | Path, workdir: str | Path, reason: str) -> Path:
+    """Move a damaged run folder to ``ROOT/damaged/<run_id>.<n>`` (never deleted) and warn."""
+    workdir = Path(workdir)
+    target_dir = Path(root) / DAMAGED_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while (target := target_dir / f"{workdir.name}.{n}").exists():
+        n += 1
+    os.replace(workdir, target)
+    warnings.warn(
+        f"damaged run record: {reason}; moved {workdir} to {target}, it will be recomputed",
+        stacklevel=2,
+    )
+    return target
+
+
+def read_result(root: str | Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The validated result of ``spec`` under ``root``; a damaged one is set aside (→ ``None``)."""
+    workdir = run_dir(root, spec)
+    try:
+        return load_record(workdir, spec.digest)
+    except DamagedRecord as err:
+        set_aside(root, workdir, str(err))
+        return None
 
 
 def is_done(root: str | Path, spec: RunSpec) -> bool:
-    """Whether the task has a complete ``result.json`` with the same identity."""
-    result = read_result(run_dir(root, spec))
-    return result is not None and result.get("digest") == spec.digest
+    """Whether the task has a valid ``result.json`` (a damaged one is set aside: not done)."""
+    return read_result(root, spec) is not None
 
 
 def _remove_stale_temporaries(workdir: Path) -> None:
@@ -351,8 +399,12 @@ def execute(task: Mapping[str, Any], root: str) -> dict[str, Any]:
       ``{"run_id", "ok": bool, "summary" | "error", "elapsed_s", "skipped": bool}``.
     """
     workdir = Path(root) / RUNS_DIR / task["run_id"]
-    existing = read_result(workdir)
-    if existing is not None and existing.get("digest") == task["digest"]:
+    try:
+        existing = load_record(workdir, task["digest"])
+    except DamagedRecord as err:
+        set_aside(root, workdir, str(err))
+        existing = None
+    if existing is not None:
         return {
             "run_id": task["run_id"],
             "ok": True,
@@ -363,12 +415,12 @@ def execute(task: Mapping[str, Any], root: str) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(workdir)
     write_json_atomic(workdir / TASK_FILE, dict(task))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         summary = resolve_runner(task["runner"])(
             json.loads(json.dumps(task["config"])), str(workdir)
         )
-        summary = json.loads(json.dumps(summary, default=_json_default))
+        summary = to_jsonable(summary)
     except Exception as err:  # noqa: BLE001 - one failed task must not stop the sweep
         elapsed = time.perf_counter() - start
         text = "".join(traceback.format_exception(err))
@@ -395,6 +447,7 @@ def execute(task: Mapping[str, Any], root: str) -> dict[str, Any]:
         **dict(task),
         "summary": summary,
         "elapsed_s": elapsed,
+        "cpu_s": time.process_time() - cpu_start,
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
     }
@@ -480,9 +533,10 @@ def run_sweep(
     emit = on_event or (lambda kind, spec, info: None)
     todo: list[RunSpec] = []
     for spec in mine:
-        if is_done(root, spec):
+        done = read_result(root, spec)
+        if done is not None:
             summary.already_done += 1
-            emit("skip", spec, {"summary": read_result(run_dir(root, spec))["summary"]})
+            emit("skip", spec, {"summary": done["summary"]})
         else:
             todo.append(spec)
     todo.sort(key=lambda s: (-s.cost, s.run_id))

@@ -15,25 +15,30 @@ collapse to chance has a far larger spread than one where none do. The trap: a g
 than 2 seeds has no variance estimate; the interval is then infinite and the verdict
 "inconclusive". A contrast whose groups all have zero spread has a zero-width interval.
 
-Verdict rules (:func:`judge`), for a claim that predicts an effect of sign ``direction`` and a
+Verdict rules (:func:`verdict`), for a claim that predicts an effect of sign ``direction`` and a
 *smallest effect of interest* ``margin`` > 0 (stated per claim in the report):
 
-* **reproduced**: the interval excludes 0 on the paper's side (``lo > 0`` after multiplying by
-  ``direction``);
+* **reproduced**: the interval excludes 0 on the paper's side *and* does not lie entirely below
+  ``margin``;
 * **not reproduced**: the interval excludes 0 on the *opposite* side, or it lies entirely below
-  ``margin`` (the data rule out an effect as large as the smallest one that would matter);
+  ``margin`` on the paper's side (the data rule out an effect as large as the smallest one that
+  would matter - also when the whole interval is inside ``(0, margin)``);
 * **inconclusive at this scale**: otherwise (the interval contains 0 and reaches ``margin``).
 
-Claims of *no* difference (e.g. "SAM is insensitive to the activation") use
-:func:`judge_equivalence`: reproduced if the interval lies inside ``(−margin, margin)``, not
-reproduced if it excludes the whole of ``[−margin, margin]``, inconclusive otherwise.
+Claims of *no* difference (the paper's "≈", e.g. "SAM is insensitive to the activation") use
+:func:`equivalence_verdict`: reproduced if the interval lies inside ``(−margin, margin)``, not
+reproduced if it lies entirely outside ``[−margin, margin]``, inconclusive otherwise.
+
+A claim whose runs are missing or whose stored artifact is damaged gets :data:`NOT_COMPUTED`
+(decided by the claim, before either rule is applied). Several claims tested together are
+corrected by Holm's method (:func:`holm` on :func:`p_value`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,15 +52,19 @@ __all__ = [
     "contrast",
     "difference",
     "exact",
-    "judge",
-    "judge_equivalence",
+    "NOT_COMPUTED",
+    "equivalence_verdict",
+    "holm",
     "mean_interval",
+    "p_value",
     "slope",
+    "verdict",
 ]
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive at this scale"
+NOT_COMPUTED = "not computed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,57 +201,107 @@ def slope(x: Sequence[float], groups: Sequence[Sequence[float]], level: float = 
     return contrast(groups, slope_weights(x).tolist(), level)
 
 
-def judge(effect: Interval, direction: int, margin: float) -> str:
-    """The verdict for a directional claim (rules in the module docstring).
+def _check_margin(margin: float) -> None:
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not margin > 0:
+        raise ValueError(f"margin: expected a number > 0, got {margin!r}")
+
+
+def _check_bounds(lo: float, hi: float) -> tuple[float, float]:
+    lo, hi = float(lo), float(hi)
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ValueError(f"lo, hi: expected an interval with lo <= hi, got [{lo}, {hi}]")
+    return lo, hi
+
+
+def verdict(lo: float, hi: float, *, direction: int, margin: float) -> str:
+    """The verdict of a directional claim from its interval ``[lo, hi]`` (module docstring).
+
+    With the interval oriented so that the paper's side is positive:
+
+    * :data:`REPRODUCED`: it excludes 0 on the paper's side (``lo > 0``) and does not lie
+      entirely below the margin (``hi >= margin``);
+    * :data:`NOT_REPRODUCED`: it excludes 0 on the other side (``hi < 0``), or it lies entirely
+      below the margin (``hi < margin``: an effect as large as the smallest one of interest is
+      ruled out, also when the interval lies inside ``(0, margin)``);
+    * :data:`INCONCLUSIVE`: otherwise (it contains 0 and reaches the margin).
 
     Args:
-      effect: the measured effect.
-      direction: ``+1`` if the paper predicts a positive effect, ``−1`` for negative.
-      margin: the smallest effect of interest, > 0, in the units of ``effect``.
-
-    Returns:
-      :data:`REPRODUCED`, :data:`NOT_REPRODUCED` or :data:`INCONCLUSIVE`.
+      lo: the interval's lower bound (``-inf`` allowed).
+      hi: its upper bound (``+inf`` allowed).
+      direction: ``+1`` if the paper predicts a positive effect, ``-1`` for a negative one.
+      margin: the smallest effect of interest, > 0, in the effect's units.
 
     Raises:
-      ValueError: ``direction`` not ±1 or ``margin`` not > 0.
+      ValueError: ``direction`` not ±1, ``margin`` not > 0, or NaN / reversed bounds (a
+        missing effect is "not computed", decided before a verdict is asked for).
     """
-    if direction not in (1, -1):
+    if direction not in (1, -1) or isinstance(direction, bool):
         raise ValueError(f"direction: expected +1 or -1, got {direction!r}")
-    if not margin > 0:
-        raise ValueError(f"margin: expected a number > 0, got {margin!r}")
-    if not math.isfinite(effect.estimate):
-        return INCONCLUSIVE
-    oriented = effect.scaled(direction)
-    if oriented.lo > 0:
-        return REPRODUCED
-    if oriented.hi < 0 or oriented.hi < margin:
+    _check_margin(margin)
+    lo, hi = _check_bounds(lo, hi)
+    if direction < 0:
+        lo, hi = -hi, -lo
+    if hi < 0 or hi < margin:
         return NOT_REPRODUCED
+    if lo > 0:
+        return REPRODUCED
     return INCONCLUSIVE
 
 
-def judge_equivalence(effect: Interval, margin: float) -> str:
-    """The verdict for a claim of *no* effect, with equivalence margin ``margin`` > 0."""
-    if not margin > 0:
-        raise ValueError(f"margin: expected a number > 0, got {margin!r}")
-    if not math.isfinite(effect.estimate):
-        return INCONCLUSIVE
-    if -margin < effect.lo and effect.hi < margin:
-        return REPRODUCED
-    if effect.lo > margin or effect.hi < -margin:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
+def equivalence_verdict(lo: float, hi: float, *, margin: float) -> str:
+    """The verdict of a claim of *no* difference (``≈``) from its interval ``[lo, hi]``.
 
+    * :data:`REPRODUCED`: the interval lies inside ``(−margin, margin)`` (equivalence shown);
+    * :data:`NOT_REPRODUCED`: it lies entirely outside ``[−margin, margin]`` (a difference at
+      least as large as the margin shown);
+    * :data:`INCONCLUSIVE`: otherwise.
 
-def group_values(frame: Any, by: Mapping[str, Any], column: str = "accuracy") -> np.ndarray:
-    """The ``column`` values of the rows of ``frame`` (a DataFrame) matching every ``by`` item.
-
-    Float keys match with a relative tolerance of 1e-9 (grid values written to JSON and back).
+    Raises:
+      ValueError: ``margin`` not > 0, or NaN / reversed bounds.
     """
-    mask = np.ones(len(frame), dtype=bool)
-    for key, value in by.items():
-        col = frame[key]
-        if isinstance(value, float):
-            mask &= np.isclose(col.astype(float).to_numpy(), value, rtol=1e-9, atol=0.0)
-        else:
-            mask &= (col == value).to_numpy()
-    return frame.loc[mask, column].to_numpy(dtype=float)
+    _check_margin(margin)
+    lo, hi = _check_bounds(lo, hi)
+    if -margin < lo and hi < margin:
+        return REPRODUCED
+    if lo > margin or hi < -margin:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def p_value(effect: Interval, *, direction: int, margin: float) -> float:
+    """The one-sided p-value behind a verdict, for the Holm correction (:func:`holm`).
+
+    Directional claims (``direction = ±1``): the test of ``H0: direction · E <= 0``.
+    Equivalence claims (``direction = 0``): the two one-sided tests of ``|E| >= margin``
+    (the larger p). The 95 % interval excludes the null exactly when ``p < 0.025``. Exact
+    values (``se = 0``) give 0 or 1; NaN or infinite spread gives 1.
+    """
+    est, se = effect.estimate, effect.se
+    if not math.isfinite(est) or not se < math.inf:
+        return 1.0
+    if direction == 0:
+        if se == 0:
+            return 0.0 if abs(est) < margin else 1.0
+        lower = stats.t.sf((est + margin) / se, effect.df)
+        upper = stats.t.cdf((est - margin) / se, effect.df)
+        return float(max(lower, upper))
+    oriented = direction * est
+    if se == 0:
+        return 0.0 if oriented > 0 else 1.0
+    return float(stats.t.sf(oriented / se, effect.df))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as the input), capped at 1.
+
+    ``p_adj(k) = max_{j <= k} min(1, (m − j + 1) · p_(j))`` over the sorted p-values. Rejecting
+    where ``p_adj <= α`` controls the family-wise error rate at ``α`` for any dependence.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted

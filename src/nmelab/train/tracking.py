@@ -42,6 +42,54 @@ import numpy as np
 from nmelab import curvature
 from nmelab.train.state import TrainState
 
+CURVATURE_FILE = "curvature.jsonl"
+"""The file (in the run's workdir) holding one :meth:`CurvatureTracker.measure` record per line."""
+
+FIDELITY_PREDICTORS = ("hessian", "gauss_newton", "nme")
+"""The predictors of the gradient change whose fidelity is recorded."""
+
+FIDELITY_METRICS = ("cosine", "residual")
+
+
+def fidelity_key(predictor: str, metric: str) -> str:
+    """The record key of a fidelity measurement, e.g. ``fidelity_hessian_cosine``."""
+    return f"fidelity_{predictor}_{metric}"
+
+
+def check_fidelity_record(record: Any) -> None:
+    """Check one curvature record with fidelity (the schema :mod:`~nmelab.experiments` reads).
+
+    Schema: ``step`` (int), ``fidelity_rhos`` (list of R numbers), ``diverged`` (list of S
+    bools), and for every predictor and metric :func:`fidelity_key` → S lists of R numbers or
+    ``null`` (NaN).
+
+    Raises:
+      ValueError: naming the key and what was wrong.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"record: expected an object, got {type(record).__name__}")
+    if not isinstance(record.get("step"), int):
+        raise ValueError(f"record.step: expected an integer, got {record.get('step')!r}")
+    rhos = record.get("fidelity_rhos")
+    if not isinstance(rhos, list) or not rhos:
+        raise ValueError(f"record.fidelity_rhos: expected a non-empty list, got {rhos!r}")
+    diverged = record.get("diverged")
+    if not isinstance(diverged, list) or not diverged:
+        raise ValueError(f"record.diverged: expected a list of bools, got {diverged!r}")
+    for predictor in FIDELITY_PREDICTORS:
+        for metric in FIDELITY_METRICS:
+            key = fidelity_key(predictor, metric)
+            values = record.get(key)
+            if (
+                not isinstance(values, list)
+                or len(values) != len(diverged)
+                or not all(isinstance(v, list) and len(v) == len(rhos) for v in values)
+            ):
+                raise ValueError(
+                    f"record.{key}: expected {len(diverged)} lists of {len(rhos)} values"
+                )
+
+
 _TRACKING_SALT = 0x7E57  # separates the tracking keys from the training keys of the same seed
 
 DIAGONAL_FIELDS = ("fraction_above", "kurtosis", "top_k_share", "max_abs", "mean_abs")
@@ -123,10 +171,10 @@ class CurvatureTracker:
             from nmelab.estimators.fidelity import second_order_fidelity
 
             result = second_order_fidelity(objective, params, batch, jnp.asarray(self.rhos))
-            for predictor in ("hessian", "gauss_newton", "nme"):
+            for predictor in FIDELITY_PREDICTORS:
                 fidelity = getattr(result, predictor)
-                out[f"fidelity_{predictor}_cosine"] = fidelity.cosine
-                out[f"fidelity_{predictor}_residual"] = fidelity.residual
+                for metric in FIDELITY_METRICS:
+                    out[fidelity_key(predictor, metric)] = getattr(fidelity, metric)
             out["fidelity_delta_norm"] = result.delta_norm
         return out
 
@@ -137,8 +185,9 @@ class CurvatureTracker:
         ``loss`` (probe batch, eval mode), ``lambda_max``, ``lambda_max_residual``,
         ``nme_diag_*`` (:data:`DIAGONAL_FIELDS` of :func:`nmelab.estimators.diagonal_statistics`),
         ``diverged``; with fidelity ρ's, ``fidelity_rhos``
-        and ``fidelity_{hessian,gauss_newton,nme}_{cosine,residual}`` (per seed, one value per ρ)
-        and ``fidelity_delta_norm``.
+        and ``fidelity_{hessian,gauss_newton,nme}_{cosine,residual}`` (per seed, one value per ρ;
+        :func:`fidelity_key`, checked by :func:`check_fidelity_record`) and
+        ``fidelity_delta_norm``.
         """
         from nmelab.estimators import diagonal_statistics
 
