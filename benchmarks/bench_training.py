@@ -2,7 +2,7 @@
 
     python benchmarks/bench_training.py [--models cnn wrn_16_4] [--repeats 5]
 
-1. Throughput (examples/s) of the trainer's compiled step (:meth:`Program.train_step`: in-step
+1. Throughput (examples/s) of the trainer's compiled step (:func:`nmelab.train.make_train_step`: in-step
    batch gather, regularizer, SGD update, divergence guard, metric sums) for plain SGD and every
    regularizer, on the small CNN (``cnn``: 3 conv layers of 32 channels, here kernel 3 and stride 2,
    so 32x32 -> 16 -> 8 -> 4, about 1 M multiply-adds per image) and WRN-16-4, with CIFAR-shaped
@@ -35,15 +35,16 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from timing import print_table, time_interleaved  # noqa: E402
 
-from nmelab import regularizers  # noqa: E402
+from nmelab import losses, regularizers  # noqa: E402
 from nmelab.train import (  # noqa: E402
     apply_overrides,
+    build_run,
     default_config,
     init_state,
-    setup,
-    train_and_evaluate,  # noqa: E402
+    make_train_step,
+    train_and_evaluate,
 )
-from nmelab.train.state import accumulator  # noqa: E402
+from nmelab.train.state import zero_metrics  # noqa: E402
 
 REGULARIZERS = {
     "none": {},
@@ -101,25 +102,18 @@ def make_config(
 
 def throughput(model: str, batch: int, steps: int, repeats: int, names: list[str]):
     config = make_config(model, (32, 32, 3), batch, steps)
-    run = setup(config)
-    source, program = run.source, run.program
+    run = build_run(config)
+    step_fn = make_train_step(run)
     fns = {}
     for name in names:
         reg = regularizers.get(name, **REGULARIZERS[name])
-        holder = {"state": init_state(run), "acc": accumulator(1)}
-        permutations, keys = program.epoch_block(holder["state"].data_key, 0, 1)
+        holder = {"state": init_state(run), "acc": zero_metrics(1)}
+        description = next(run.source.train_batches(jnp.array(holder["state"].data_key), 0))
 
-        def fn(reg=reg, holder=holder, permutations=permutations, keys=keys):
+        def fn(reg=reg, holder=holder, description=description):
             for _ in range(steps):
-                holder["state"], holder["acc"] = program.train_step(
-                    holder["state"],
-                    holder["acc"],
-                    reg,
-                    source.x_train,
-                    source.y_train,
-                    permutations,
-                    keys,
-                    0,
+                holder["state"], holder["acc"] = step_fn(
+                    holder["state"], holder["acc"], reg, run.source.arrays, description
                 )
             return holder["state"].step
 
@@ -154,10 +148,9 @@ def bare_step_loop(
 ):
     """A Python loop over a bare jitted SGD-with-momentum step on pre-made device batches."""
     config = make_config(model_name, shape, batch, steps, steps_per_epoch)
-    run = setup(config)
-    model, tx, loss_fn = run.program.model, run.program.tx, run.program.loss_fn
-    state = init_state(run)
-    params = jax.tree.map(lambda a: a[0], state.params)
+    run = build_run(config)
+    model, tx, loss_fn = run.model, run.tx, losses.get(run.loss)
+    params = init_state(run).seed(0).params
     opt_state = tx.init(params)
     x = np.asarray(run.source.dataset.x_train)
     y = np.asarray(run.source.dataset.y_train)
@@ -188,19 +181,15 @@ def bare_step_loop(
 def trainer_step_loop(config, steps: int):
     """A Python loop over the trainer's own compiled step (device data) for one epoch, with the
     epoch's permutations, without the rest of the trainer."""
-    run = setup(config)
-    program, source = run.program, run.source
-    holder = {"state": init_state(run), "acc": accumulator(config.num_seeds)}
+    run = build_run(config)
+    step_fn = make_train_step(run)
+    holder = {"state": init_state(run), "acc": zero_metrics(config.num_seeds)}
 
     def loop():
         state, acc = holder["state"], holder["acc"]
-        size = program.epoch_block_size(config.num_seeds)  # as the trainer
-        assert size * program.spec.steps_per_epoch >= steps, "one block must cover the run"
-        permutations, keys = program.epoch_block(state.data_key, 0, size)
+        batches = run.source.train_batches(jnp.array(state.data_key), 0)  # as the trainer
         for _ in range(steps):
-            state, acc = program.train_step(
-                state, acc, run.regularizer, source.x_train, source.y_train, permutations, keys, 0
-            )
+            state, acc = step_fn(state, acc, run.regularizer, run.source.arrays, next(batches))
         holder["state"], holder["acc"] = state, acc
         return state.step
 

@@ -29,8 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 DIGITS = str(REPO / "configs" / "digits_mlp.py")
 CIFAR = str(REPO / "configs" / "cifar10_wrn16_4.py")
 IMAGENET = str(REPO / "configs" / "imagenet_resnet50.py")
-STOP = ["--set", "stop_after_steps=2"]
-TINY = ["--set", "num_epochs=1", *STOP, "--set", "eval_every_epochs=1"]
+TINY = ["--set", "num_epochs=1", "--set", "eval_every_epochs=1"]
 CASE_TIMEOUT_S = 300  # a case that is not refused up front may start a sweep: fail, don't hang
 
 
@@ -80,11 +79,12 @@ def _no_run_folders(tmp: Path) -> None:
 
 
 def _trained_then_damaged(tmp: Path) -> None:
-    """A two-step digits run with one checkpoint, then every checkpoint file overwritten."""
+    """A digits run killed before its summary, then every checkpoint file overwritten."""
     argv = ["train", "--config", DIGITS, "--workdir", str(tmp / "run"), *TINY]
     argv += ["--set", "checkpoint_every_steps=1"]
     done = subprocess.run([sys.executable, "-m", "nmelab", *argv], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    (tmp / "run" / "summary.json").unlink()
     files = [p for p in (tmp / "run" / "checkpoints").rglob("*") if p.is_file()]
     assert files, "the setup run wrote no checkpoint"
     for path in files:
@@ -177,12 +177,12 @@ CASES: dict[str, Case] = {
         _trained_then_damaged,
     ),
     "train data_dir missing": Case(
-        ("train", "--config", CIFAR, "--workdir", "{tmp}/run", *STOP)
+        ("train", "--config", CIFAR, "--workdir", "{tmp}/run")
         + ("--set", "data_dir={tmp}/nonexistent"),
         "{tmp}/nonexistent",
     ),
     "train imagenet data_dir is a file": Case(
-        ("train", "--config", IMAGENET, "--workdir", "{tmp}/run", *STOP)
+        ("train", "--config", IMAGENET, "--workdir", "{tmp}/run")
         + ("--set", "data_dir={tmp}/file"),
         "{tmp}/file",
         _file("file"),

@@ -170,7 +170,7 @@ def test_mechanism_at_paper_measures_the_fig2_checkpoints(paper):
 
 def test_mechanism_checkpoint_runner_writes_a_record_the_claims_read(tmp_path, monkeypatch):
     import nmelab.train
-    from nmelab.train import config_from_dict, restore_state, setup
+    from nmelab.train import build_run, config_from_dict, restore_state
 
     config = recipes.load(recipes.Recipe("mnist1d_mlp.py", "scale=quick"), QUICK)
     config.update(num_epochs=1.0, model_kwargs={"features": [8]}, num_seeds=1)
@@ -188,11 +188,11 @@ def test_mechanism_checkpoint_runner_writes_a_record_the_claims_read(tmp_path, m
     def load_trained(workdir, step=None, seed=0):  # the trainer's restore API, stood in for
         seen.append((workdir, step, seed))
         cfg = config_from_dict(training.config)
-        run = setup(cfg)
+        run = build_run(cfg)
         state = restore_state(cfg, workdir)
         params, stats = jax.tree.map(lambda leaf: leaf[seed], (state.params, state.batch_stats))
         return types.SimpleNamespace(
-            config=cfg, step=int(state.step), objective=run.program.eval_objective(stats),
+            config=cfg, step=int(state.step), objective=run.eval_objective(stats),
             params=params, dataset=None,
         )  # fmt: skip
 

@@ -161,14 +161,14 @@ def test_crop_padding_is_a_reflection():
 
 
 def test_trainer_puts_the_decay_into_sam_only_when_asked():
-    from nmelab.train.loop import setup
+    from nmelab.train import build_run
 
     config = default_config()
     config.weight_decay, config.weight_decay_mask = 5e-4, "no_bn_and_bias"
     config.regularizer, config.regularizer_params = "sam", {"rho": 0.05}
-    assert setup(config).regularizer.record()["weight_decay"] == 0.0
+    assert build_run(config).regularizer.record()["weight_decay"] == 0.0
     config.sam_decay_in_loss = True
-    record = setup(config).regularizer.record()
+    record = build_run(config).regularizer.record()
     assert (record["weight_decay"], record["weight_decay_mask"]) == (5e-4, "no_bn_and_bias")
     config.regularizer, config.regularizer_params = "gradient_penalty", {"rho": 0.05}
-    assert "weight_decay" not in setup(config).regularizer.record()
+    assert "weight_decay" not in build_run(config).regularizer.record()

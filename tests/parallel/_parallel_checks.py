@@ -316,20 +316,19 @@ class Checks:
         }
 
     def constrain(self) -> None:
-        """``constrain_batch`` splits a batch built inside jit (and under vmap) over the mesh."""
+        """``constrain_batch`` splits a batch built inside jit (and under vmap) over the given mesh."""
         jax, jnp, par = self.jax, self.jnp, self.par
         from jax.sharding import PartitionSpec as P
 
         data = jnp.arange(64.0).reshape(16, 4)
 
-        def gather(idx):
-            return par.constrain_batch(jnp.take(data, idx, axis=0)) * 2.0
+        def gather(idx, mesh=self.mesh):
+            return par.constrain_batch(jnp.take(data, idx, axis=0), mesh) * 2.0
 
         idx = jnp.arange(16)[::-1]
-        with jax.set_mesh(self.mesh):
-            out = jax.jit(gather)(idx)
-            stacked = jax.jit(jax.vmap(gather))(jnp.stack([idx, idx]))
-        outside = jax.jit(gather)(idx)  # no mesh in context: left alone
+        out = jax.jit(gather)(idx)
+        stacked = jax.jit(jax.vmap(gather))(jnp.stack([idx, idx]))
+        outside = jax.jit(lambda i: gather(i, None))(idx)  # no mesh: left alone
         checks = {
             "constrain/splits_batch": out.sharding.spec == P("data")
             and len(out.sharding.device_set) == self.num,

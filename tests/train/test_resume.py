@@ -57,8 +57,9 @@ def test_stop_and_resume_equals_uninterrupted_bitwise(tmp_path, data):
     )
     train_and_evaluate(config, tmp_path / "straight")
 
-    killed = apply_overrides(config, {"stop_after_steps": 7})
-    assert train_and_evaluate(killed, tmp_path / "killed") == {"stopped": True, "step": 7}
+    killed = config  # stopped by the test's callback after step 7, as if killed
+    stop = {"stop_fn": lambda step: step >= 7}
+    assert train_and_evaluate(killed, tmp_path / "killed", **stop) == {"stopped": True, "step": 7}
     assert not (tmp_path / "killed" / "summary.json").exists()
     # the records of steps 5-7 were logged after the step-4 checkpoint: they are redone
     assert [r["step"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl")][-1] == 6

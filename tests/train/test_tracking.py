@@ -11,7 +11,7 @@ from _train_helpers import tiny_config
 from nmelab.curvature import dense
 from nmelab.estimators import diagonal_statistics
 from nmelab.objective import Objective
-from nmelab.train import restore_state, setup, train_and_evaluate
+from nmelab.train import build_run, restore_state, train_and_evaluate
 from nmelab.train.metrics_io import read_jsonl
 from nmelab.train.tracking import DIAGONAL_FIELDS
 
@@ -60,13 +60,13 @@ def test_tracking_matches_dense_float64_curvature(tmp_path):
     assert records[0]["trace_gauss_newton"] != records[-1]["trace_gauss_newton"]
 
     # the last record was measured on the final weights: compare with dense float64 matrices
-    run = setup(config)
+    run = build_run(config)
     state = restore_state(config, tmp_path)
     x, y = run.source.probe_batch(24)
     batch = (jnp.asarray(x, jnp.float64), jnp.asarray(y))
     last = records[-1]
     assert last["step"] == summary["steps"]
-    objective = Objective(run.program.eval_apply_fn({}), "cross_entropy")
+    objective = Objective(run.eval_apply_fn({}), "cross_entropy")
     dense_hessian = jax.jit(dense.dense_hessian, static_argnums=0)
     dense_gauss_newton = jax.jit(dense.dense_gauss_newton, static_argnums=0)
     for i in range(2):
@@ -132,14 +132,14 @@ def test_batchnorm_model_is_tracked_in_eval_mode(tmp_path):
         },
     )
     train_and_evaluate(config, tmp_path)
-    run = setup(config)
+    run = build_run(config)
     state = restore_state(config, tmp_path)
     record = read_jsonl(tmp_path / "curvature.jsonl")[-1]
     _check_split_identity(record)
     x, y = run.source.probe_batch(16)
     batch = (jnp.asarray(x, jnp.float64), jnp.asarray(y))
     params, stats = _f64(_seed(state.params, 0)), _f64(_seed(state.batch_stats, 0))
-    objective = Objective(run.program.eval_apply_fn(stats), "cross_entropy")
+    objective = Objective(run.eval_apply_fn(stats), "cross_entropy")
     exact = float(
         jnp.trace(jax.jit(dense.dense_hessian, static_argnums=0)(objective, params, batch))
     )

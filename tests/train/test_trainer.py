@@ -17,14 +17,15 @@ from nmelab import data as nmedata
 from nmelab import regularizers
 from nmelab.train import (
     apply_overrides,
+    build_run,
     classify,
     init_state,
     load_config,
+    make_train_step,
     restore_state,
-    setup,
     train_and_evaluate,
 )
-from nmelab.train.state import accumulator
+from nmelab.train.state import zero_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,11 +94,11 @@ def test_unrolled_seeds_equal_vmapped_seeds(tmp_path):
     states = {}
     for mode in ("vmap", "unroll"):
         config = apply_overrides(base, {"seed_batching": mode})
-        assert setup(config).program.spec.seed_batching == mode
+        assert build_run(config).seed_batching == mode
         train_and_evaluate(config, tmp_path / mode)
         states[mode] = restore_state(config, tmp_path / mode)
-    assert setup(base).program.spec.seed_batching == "unroll"  # auto: a CNN on the CPU
-    assert setup(tiny_config()).program.spec.seed_batching == "vmap"  # auto: an MLP
+    assert build_run(base).seed_batching == "unroll"  # auto: a CNN on the CPU
+    assert build_run(tiny_config()).seed_batching == "vmap"  # auto: an MLP
     for a, b in zip(*(jax.tree.leaves(states[m].params) for m in states), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
 
@@ -110,13 +111,13 @@ def test_device_gather_equals_host_batches():
         model="cnn_tiny",
         batch_size=16,
     )
-    run = setup(config)
-    program, source = run.program, run.source
-    assert program.spec.augment
+    run = build_run(config)
+    source = run.source
+    assert run.augment
     state = init_state(run)
     key = np.asarray(state.data_key[0])
     for epoch in (0, 3):
-        permutations, augmentation_keys = program.epoch_data(state.data_key, epoch)
+        descriptions = source.train_batches(state.data_key, epoch * run.steps_per_epoch)
         expected = list(
             nmedata.batches(
                 source.dataset.x_train,
@@ -128,9 +129,10 @@ def test_device_gather_equals_host_batches():
             )
         )
         for position, (x_host, y_host) in enumerate(expected):
-            idx = permutations[0, position * 16 : (position + 1) * 16]
-            y = source.y_train[idx]
-            x = program._augment(source.x_train[idx], augmentation_keys[0], jnp.int32(position))
+            description = jax.tree.map(lambda a: a[0], next(descriptions))  # seed 0
+            step = jnp.int32(epoch * run.steps_per_epoch + position)
+            (x, y), augmentation_key = source.seed_batch(source.arrays, description, step)
+            x = nmedata.random_crop_flip(x, jax.random.fold_in(augmentation_key, position))
             np.testing.assert_array_equal(np.asarray(y), y_host)
             np.testing.assert_array_equal(np.asarray(x), np.asarray(x_host))
 
@@ -147,23 +149,20 @@ def test_host_fed_run_matches_device_run(tmp_path):
 
 def test_host_fed_data_refuses_several_seeds():
     with pytest.raises(ValueError, match="num_seeds.*host-fed"):
-        setup(tiny_config(data_on_device=False, num_seeds=2))
+        build_run(tiny_config(data_on_device=False, num_seeds=2))
 
 
 def test_diverged_seed_is_frozen_and_the_other_continues():
-    run = setup(tiny_config(num_seeds=2))
-    program, source = run.program, run.source
+    run = build_run(tiny_config(num_seeds=2))
+    step_fn = make_train_step(run)
     state = init_state(run)
     poisoned = state.replace(params=jax.tree.map(lambda p: p.at[1].multiply(1e30), state.params))
-    permutations, augmentation_keys = program.epoch_data(state.data_key, 0)
 
     def chunk(s):
-        acc = accumulator(2)
+        acc = zero_metrics(2)
+        batches = run.source.train_batches(jnp.array(s.data_key), 0)
         for _ in range(3):
-            s, acc = program.train_step(
-                s, acc, run.regularizer, source.x_train, source.y_train, permutations,
-                augmentation_keys,
-            )  # fmt: skip
+            s, acc = step_fn(s, acc, run.regularizer, run.source.arrays, next(batches))
         return s, acc
 
     clean_state, _ = chunk(jax.tree.map(jnp.copy, state))
@@ -286,22 +285,16 @@ def test_digits_mlp_config_reaches_95_percent_with_sgd(tmp_path):
 def test_regularizer_hyperparameters_reach_the_step():
     """rho is a traced leaf: SAM at two rho values differ, with one compiled step."""
     config = tiny_config(regularizer="sam", regularizer_params={"rho": 0.0})
-    run = setup(config)
+    run = build_run(config)
+    step_fn = make_train_step(run)
     state = init_state(run)
-    permutations, keys = run.program.epoch_data(state.data_key, 0)
+    description = next(run.source.train_batches(state.data_key, 0))
     results, sizes = [], []
     for rho in (0.0, 0.5):
         reg = regularizers.get("sam", rho=rho)
-        out, _ = run.program.train_step(
-            jax.tree.map(jnp.copy, state),
-            accumulator(1),
-            reg,
-            run.source.x_train,
-            run.source.y_train,
-            permutations,
-            keys,
-        )
+        state_copy = jax.tree.map(jnp.copy, state)
+        out, _ = step_fn(state_copy, zero_metrics(1), reg, run.source.arrays, description)
         results.append(np.asarray(jax.tree.leaves(out.params)[0]))
-        sizes.append(run.program.train_step._cache_size())
+        sizes.append(step_fn._cache_size())
     assert not np.array_equal(results[0], results[1])
     assert sizes[0] == sizes[1]  # no recompilation for the second rho

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nmelab.cli.errors import UsageError, check_output_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command to ``subparsers``."""
@@ -44,24 +46,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run_fn=run)
 
 
-def _error(message: str) -> int:
-    print(f"nmelab train: error: {message}", file=sys.stderr)
-    return 2
+def _check_workdir(workdir: Path) -> None:
+    """Refuse, before any work, a workdir that cannot be written or holds unreadable records."""
+    from nmelab._io import read_json
+
+    check_output_dir(workdir, arg="--workdir")
+    for name in ("summary.json", "config.json"):
+        if (workdir / name).exists():
+            try:
+                read_json(workdir / name)
+            except ValueError as err:
+                raise UsageError(
+                    f"--workdir: {err}; move the workdir aside or use a new one"
+                ) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; return the exit code (0 also when seeds diverged: that is a recorded outcome)."""
+    """Train; return the exit code (0 also when seeds diverged: that is a recorded outcome).
+
+    Raises:
+      UsageError: a config that does not load, a bad ``--set``, a workdir that cannot be written
+        or holds unreadable records, or a config the trainer refuses (one line, exit 2).
+    """
     from nmelab.train import apply_overrides, load_config, train_and_evaluate
 
     try:
         config = apply_overrides(load_config(args.config), args.overrides)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        return _error(str(message))
+        raise UsageError(str(message)) from None
+    _check_workdir(args.workdir)
     try:
         summary = train_and_evaluate(config, args.workdir)
-    except (FileNotFoundError, ValueError) as err:
-        return _error(str(err))
+    except (OSError, ValueError) as err:  # bad config values, missing or unreadable data
+        raise UsageError(str(err)) from None
     except KeyboardInterrupt:
         print(
             f"interrupted; rerun the same command to resume from the last checkpoint in "
@@ -69,9 +87,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    if summary.get("stopped"):
-        print(f"stopped after step {summary['step']} (stop_after_steps); rerun to resume")
-        return 0
     for i, seed in enumerate(summary["seeds"]):
         status = summary["status"][i]
         if status == "diverged":

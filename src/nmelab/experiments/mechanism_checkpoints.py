@@ -83,7 +83,7 @@ def run(config: dict[str, Any], workdir: str) -> dict[str, Any]:
     summary = record["summary"]
     diverged = summary["status"][0] == "diverged"
     trained = train.load_trained(train_dir, step=None, seed=0)
-    x, y = train.setup(trained.config).source.probe_batch(int(config["probe_batch_size"]))
+    x, y = train.build_run(trained.config).source.probe_batch(int(config["probe_batch_size"]))
     rhos = [float(r) for r in config["fidelity_rhos"]]
     fidelity = second_order_fidelity(
         trained.objective, trained.params, (jnp.asarray(x), jnp.asarray(y)), jnp.asarray(rhos)

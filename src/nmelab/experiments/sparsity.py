@@ -231,13 +231,13 @@ def run(config: dict[str, Any], workdir: str) -> dict[str, Any]:
     """
     import jax
 
-    from nmelab.train import config_from_dict, restore_state, setup
+    from nmelab.train import build_run, config_from_dict, restore_state
 
     train_dir = Path(workdir) / "train"
     summary = recipes.train_runner(dict(config["training"]), str(train_dir))
     training = config_from_dict(config["training"])
     state = restore_state(training, train_dir)
-    program_setup = setup(training)
+    program_setup = build_run(training)
     x, y = program_setup.source.probe_batch(int(config["probe_batch_size"]))
     batch = (jax.device_put(x), jax.device_put(y))
     keys = jax.random.split(jax.random.PRNGKey(int(training.seed)), len(summary["seeds"]))
@@ -249,7 +249,7 @@ def run(config: dict[str, Any], workdir: str) -> dict[str, Any]:
         params, stats = jax.tree.map(lambda leaf, i=i: leaf[i], (state.params, state.batch_stats))
         per_seed.append(
             measure(
-                program_setup.program.eval_objective,
+                program_setup.eval_objective,
                 params,
                 stats,
                 batch,

@@ -211,25 +211,27 @@ def shard_params(params: Params, mesh: Mesh, axis: str = DATA_AXIS) -> Params:
     return jax.tree.map(_global_put, params, shardings)
 
 
-def constrain_batch(batch: Any, axis: str = DATA_AXIS) -> Any:
-    """Inside ``jit``: ask XLA to split ``batch``'s leading dimension over the context mesh's ``axis``.
+def constrain_batch(batch: Any, mesh: Mesh | None, axis: str = DATA_AXIS) -> Any:
+    """Inside ``jit``: ask XLA to split ``batch``'s leading dimension over ``mesh``'s ``axis``.
 
     For batches built *inside* a jitted function (e.g. gathered by index from a device-resident
-    training set), where :func:`shard_batch` cannot be applied. Uses the mesh set by
-    :func:`jax.set_mesh` (``with jax.set_mesh(mesh): ...``); without a mesh, or with a mesh whose
-    ``axis`` has one device, it returns ``batch`` unchanged, so code that calls it runs as before
-    on one device. Works under ``vmap`` (the mapped axis stays unsharded). A leaf whose leading size
-    is not divisible by the axis size is left unconstrained (XLA pads or replicates it).
+    training set), where :func:`shard_batch` cannot be applied. The mesh is passed in explicitly;
+    ``mesh=None``, or a mesh whose ``axis`` has one device, returns ``batch`` unchanged, so code
+    that calls it runs as before on one device. Works under ``vmap`` (the mapped axis stays
+    unsharded). A leaf whose leading size is not divisible by the axis size is left unconstrained
+    (XLA pads or replicates it).
     """
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or axis not in mesh.axis_names or mesh.shape[axis] == 1:
+    if mesh is None:
         return batch
-    num = mesh.shape[axis]
+    num = int(check_mesh(mesh, axis).shape[axis])
+    if num == 1:
+        return batch
+    sharding = NamedSharding(mesh, P(axis))
 
     def constrain(leaf: Any) -> Any:
         if not np.shape(leaf) or np.shape(leaf)[0] % num:
             return leaf
-        return jax.lax.with_sharding_constraint(leaf, P(axis))
+        return jax.lax.with_sharding_constraint(leaf, sharding)
 
     return jax.tree.map(constrain, batch)
 
@@ -249,7 +251,7 @@ class DataParallel:
     * :meth:`place` replicates the train state over the mesh;
     * :meth:`place_source` replicates a device-resident training/test set (every device gathers
       its part of each batch by index; the jitted step splits the batch with
-      :func:`constrain_batch`, which reads the mesh set by :meth:`activate`);
+      :func:`constrain_batch` over :attr:`mesh`);
     * :meth:`regularizer` wraps the regularizer with :func:`nmelab.parallel.per_shard` when
       ``m_sharpness`` is on (aux ``(logits, batch_stats)``: logits concatenated, statistics
       averaged).
@@ -262,7 +264,6 @@ class DataParallel:
     def __init__(self, mesh: Mesh | None, m_sharpness: bool = False):
         self.mesh = mesh
         self.m_sharpness = bool(m_sharpness) and mesh is not None
-        self._context: Any = None
 
     @classmethod
     def from_config(cls, config: Any) -> DataParallel:
@@ -314,17 +315,6 @@ class DataParallel:
         from nmelab.parallel.msharpness import per_shard
 
         return per_shard(reg, self.mesh, aux_reduction=aux_reduction)
-
-    def activate(self) -> None:
-        """Make the mesh the context mesh (``jax.set_mesh``) until :meth:`deactivate`."""
-        if self.enabled and self._context is None:
-            self._context = jax.set_mesh(self.mesh)
-
-    def deactivate(self) -> None:
-        """Restore the previous context mesh."""
-        if self._context is not None:
-            self._context.__exit__(None, None, None)
-            self._context = None
 
     def __repr__(self) -> str:
         if not self.enabled:

@@ -48,7 +48,6 @@ checkpoint_every_steps   Orbax checkpoint period (0: only at the end)
 max_checkpoints          checkpoints kept
 augment                  random crop + flip (images; ignored for other data)
 progress                 rich progress bar (also off when stdout is not a terminal)
-stop_after_steps         stop as if killed after this step (tests of resume); ``None``
 curvature.every_steps    curvature tracking period K (0: off)
 curvature.num_probes     Hutchinson probes for the traces and the NME diagonal
 curvature.probe_batch_size  size of the fixed probe batch (the first training examples)
@@ -67,6 +66,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ FREE_FORM_KEYS: tuple[str, ...] = (
 )
 """Dict-valued keys whose sub-keys are free: ``--set regularizer_params.rho=0.1`` may add a key."""
 
-RESUME_IGNORED_KEYS: tuple[str, ...] = ("progress", "stop_after_steps", "data_dir", "num_workers")
+RESUME_IGNORED_KEYS: tuple[str, ...] = ("progress", "data_dir", "num_workers")
 """Keys that may change between a run and its resumption (they do not change the computation)."""
 
 
@@ -121,7 +121,6 @@ def default_config() -> ml_collections.ConfigDict:
     config.max_checkpoints = 2
     config.augment = False
     config.progress = True
-    config.stop_after_steps = ml_collections.FieldReference(None, field_type=int)
     config.curvature = ml_collections.ConfigDict()
     config.curvature.every_steps = 0
     config.curvature.num_probes = 8
@@ -140,14 +139,20 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
-      ValueError: the file defines no ``get_config`` or it does not return a ``ConfigDict``.
+      ValueError: not a ``.py`` file, a syntax error (naming the file and line), no
+        ``get_config``, or a ``get_config()`` that does not return a ``ConfigDict``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config: no such file {str(path)!r}")
+    if path.suffix != ".py":
+        raise ValueError(f"config: expected a Python file ending in .py, got {str(path)!r}")
     spec = importlib.util.spec_from_file_location(f"nmelab_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ValueError(f"config: {err.filename}:{err.lineno}: {err.msg}") from err
     if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"config: {str(path)!r} defines no get_config()")
     config = module.get_config()
@@ -157,6 +162,50 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
             f"got {type(config).__name__}"
         )
     return config
+
+
+def _check_int(config: ml_collections.ConfigDict, key: str, minimum: int = 1) -> None:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"config.{key}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _check_finite(config: ml_collections.ConfigDict, key: str, minimum: float, strict: bool):
+    value = config[key]
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(
+            f"config.{key}: expected a finite number {relation} {minimum}, got {value!r}"
+        )
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Check the keys the trainer relies on; errors name the key, the expectation and the value.
+
+    Raises:
+      ValueError: a value of the wrong kind or out of range.
+    """
+    for key in ("batch_size", "eval_batch_size", "num_seeds", "log_every_steps", "max_checkpoints"):
+        _check_int(config, key)
+    for key in ("checkpoint_every_steps", "eval_every_epochs", "num_workers"):
+        _check_int(config, key, 0)
+    _check_finite(config, "num_epochs", 0.0, strict=True)
+    _check_finite(config, "learning_rate", 0.0, strict=False)
+    _check_finite(config, "warmup_epochs", 0.0, strict=False)
+    _check_finite(config, "weight_decay", 0.0, strict=False)
+    if config.warmup_epochs > config.num_epochs:
+        raise ValueError(
+            f"config.warmup_epochs: expected <= num_epochs ({config.num_epochs}), "
+            f"got {config.warmup_epochs}"
+        )
+    every = config.curvature.every_steps
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"config.curvature.every_steps: expected an integer >= 0, got {every!r}")
+    if every > 0:
+        from nmelab.train.tracking import validate_curvature_config
+
+        validate_curvature_config(config.curvature)
 
 
 def parse_value(text: str) -> Any:

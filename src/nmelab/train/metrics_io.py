@@ -1,96 +1,53 @@
-"""Atomic JSON files and append-only JSON-lines logs for a run's workdir.
+"""Append-only JSON-lines logs of a run's workdir (``metrics.jsonl``, ``curvature.jsonl``).
 
-Every whole-file write goes to a temporary file in the same folder and is moved into place with
-``os.replace``: a reader (or a run killed mid-write) sees the old file or the new one, never half
-of one. JSON-lines logs are appended a record at a time and, on resume, cut back to the records of
-steps the checkpoint covers (:func:`truncate_jsonl`), so a killed and resumed run logs every step
-exactly once.
+Records are appended a line at a time and, on resume, cut back to the records of the steps the
+checkpoint covers (:func:`truncate_jsonl`), so a killed and resumed run logs every step exactly
+once. Whole files go through :mod:`nmelab._io` (atomic, strict JSON: NaN and inf as ``null``).
+The trainer alone decides who writes: in a multi-host run only process 0 calls these functions.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from nmelab._io import to_jsonable, write_text_atomic
 
-
-def _is_main_process() -> bool:
-    """Process 0 of a multi-host run (or the only process) writes the logs; the others skip."""
-    import jax
-
-    return jax.process_index() == 0
-
-
-def to_jsonable(value: Any) -> Any:
-    """Convert numpy/jax scalars and arrays to plain Python; NaN and inf become ``None``."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "__array__") and not isinstance(value, str | bytes):
-        array = np.asarray(value)
-        return to_jsonable(array.tolist()) if array.ndim else to_jsonable(array.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
-def write_json(path: str | Path, value: Any) -> None:
-    """Write ``value`` as indented JSON to ``path`` atomically (tmp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n"
-    _write_atomic(path, text)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    if not _is_main_process():  # nmelab.parallel (issue 8): one writer in multi-host runs
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    with open(path) as handle:
-        return json.load(handle)
+__all__ = ["append_jsonl", "read_jsonl", "truncate_jsonl"]
 
 
 def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
-    """Append one record as a line to a JSON-lines file (flushed before returning)."""
-    line = json.dumps(to_jsonable(record)) + "\n"
-    if not _is_main_process():  # nmelab.parallel (issue 8): one writer in multi-host runs
-        return
+    """Append one record as a line of strict JSON (flushed before returning)."""
+    line = json.dumps(to_jsonable(record), allow_nan=False) + "\n"
     with open(path, "a") as handle:
         handle.write(line)
         handle.flush()
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read every complete record of a JSON-lines file (a torn last line is skipped)."""
+    """Every record of a JSON-lines file; a line that is not a JSON object is dropped with a warning.
+
+    A torn last line (a run killed mid-write) is such a line; the warning names the file and the
+    line number. A missing file has no records.
+    """
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            record = err
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            warnings.warn(
+                f"{path}:{number}: dropped a line that is not a JSON record", stacklevel=2
+            )
     return records
 
 
@@ -100,8 +57,9 @@ def truncate_jsonl(path: str | Path, max_step: int) -> None:
     Records marked ``"final": true`` are written after the last checkpoint, so a resumed run
     writes them again. A missing file is created empty.
     """
-    path = Path(path)
-    kept: Iterable[dict[str, Any]] = [
-        r for r in read_jsonl(path) if r.get("step", 0) <= max_step and not r.get("final")
+    kept = [
+        r
+        for r in read_jsonl(path)
+        if isinstance(r.get("step"), int) and r["step"] <= max_step and not r.get("final")
     ]
-    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    write_text_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))

@@ -124,7 +124,7 @@ class CurvatureTracker:
     """Measures the curvature of every seed on the run's fixed probe batch.
 
     Args:
-      run: the run's :class:`~nmelab.train.loop.Setup`.
+      run: the :class:`~nmelab.train.Run`.
       config: the ``curvature`` sub-config.
     """
 
@@ -141,7 +141,7 @@ class CurvatureTracker:
         from nmelab.estimators import diagonal, eigenpairs, trace_split
 
         config = self.config
-        objective = self.run.program.eval_objective(batch_stats)
+        objective = self.run.eval_objective(batch_stats)
         batch = self.batch
         trace_key, lanczos_key, diagonal_key = jax.random.split(key, 3)
         traces = trace_split(objective, params, batch, trace_key, int(config.num_probes))
