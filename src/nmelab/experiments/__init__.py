@@ -53,7 +53,7 @@ seed at the edge of stability can switch between "collapsed" and "diverged"). Re
 Grids (at this scale every ρ and σ² enters a claim; the full curves are the ``small`` scale's):
 ρ ∈ {0, 0.3, 1} (ρ* = 0.3); augmented ReLU / diminished GELU at ρ ∈ {0.3, 1}; SAM at
 ρ ∈ {0.3, 1}; β ∈ {1, 3, 10, 30} at ρ = 0.1 (the paper's value, primary) and 0.3;
-σ² ∈ {0, 3e-3, 1e-2}; CNN-BN 15 epochs; Fig. 5 without our NME-trace line. ``sparsity``: MLP
+σ² ∈ {0, 3e-3, 1e-2}; CNN-BN 15 epochs; MLP 40 epochs; Fig. 5 without our NME-trace line. ``sparsity``: MLP
 40-32-32-10 (30 epochs; the exact NME diagonal of all 2,698 parameters), β ∈ {1, 3, 10, 30};
 ``estimators``: σ² = 3e-3 (its GN-trace and 1-probe Hessian-trace runs are Fig. 5's).
 

@@ -9,7 +9,7 @@ NME-trace penalty ``σ² tr(NME)`` (the part the GN penalty drops).
 
 Setup per scale:
 
-* ``quick``: MNIST-1D, MLP 40-256-256-10 with GELU (lr 0.2, 60 epochs), 3 seeds,
+* ``quick``: MNIST-1D, MLP 40-256-256-10 with GELU (lr 0.2, 40 epochs), 3 seeds,
   σ² ∈ {0, 3e-3, 1e-2} (the pilot's grid without 1e-3, for time; σ² = 0 is SGD); one
   probe/sample each; the
   paper's three lines only (the NME-trace penalty, our addition, is left out for time).
