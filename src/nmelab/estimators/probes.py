@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -45,6 +45,7 @@ from nmelab.curvature.operator import (
 )
 from nmelab.objective import Objective
 from nmelab.types import Batch, Params, PyTree
+from nmelab.validation import check_choice, check_count  # re-exported for the estimators
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -165,36 +166,11 @@ def mean_estimate(samples: jax.Array, num_matvecs: int) -> Estimate:
 # --------------------------------------------------------------------------------------------
 
 
-def check_count(value: Any, name: str, minimum: int = 1) -> int:
-    """Require an ``int`` (not ``bool``) ``>= minimum``; return it.
-
-    Raises:
-      TypeError: if ``value`` is not an integer.
-      ValueError: if it is below ``minimum``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
 def check_batch_size(batch_size: Any, default: int) -> int:
     """Return ``batch_size`` (a positive int) or ``default`` when it is ``None``."""
     if batch_size is None:
         return default
     return check_count(batch_size, "batch_size")
-
-
-def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    """Require ``value`` to be one of ``choices``.
-
-    Raises:
-      ValueError: naming the valid choices and what was given.
-    """
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
 
 
 def check_key(key: Any, name: str = "key") -> None:
