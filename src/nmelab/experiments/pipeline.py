@@ -233,9 +233,10 @@ def _log_invocation(
     A log only: results never depend on it, and a killed invocation simply leaves no line.
     """
     import datetime as dt
-    import json
     import os
     import platform
+
+    from nmelab.train.metrics_io import append_jsonl
 
     record = {
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -251,9 +252,7 @@ def _log_invocation(
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    with open(out / INVOCATIONS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    append_jsonl(out / INVOCATIONS_FILE, record)
 
 
 def _print_verdicts(console: Any, claims: Sequence[Any]) -> None:
