@@ -235,7 +235,10 @@ def _log_invocation(
     import datetime as dt
     import os
     import platform
+    import shlex
+    import sys
 
+    from nmelab import __version__
     from nmelab.train.metrics_io import append_jsonl
 
     record = {
@@ -249,10 +252,32 @@ def _log_invocation(
         "sweep_s": sweep.elapsed_s,
         "wall_s": time.perf_counter() - start,
         "host": platform.node(),
+        "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
         "cpus": os.cpu_count(),
+        "command": "nmelab " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "nmelab_version": __version__,
+        "commit": source_commit(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     append_jsonl(out / INVOCATIONS_FILE, record)
+
+
+def source_commit() -> str | None:
+    """The git commit of the nmelab source that runs (``+dirty`` if edited), or ``None``.
+
+    ``None`` when nmelab is not installed from a git checkout (e.g. from a wheel).
+    """
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty.strip() else "")
 
 
 def _print_verdicts(console: Any, claims: Sequence[Any]) -> None:

@@ -326,6 +326,15 @@ _INVOCATION_FIELDS = {
 }
 
 
+_PROVENANCE = (
+    ("machine", "machine {}"),
+    ("nmelab_version", "nmelab {}"),
+    ("commit", "commit `{}`"),
+    ("command", "command `{}`"),
+)
+"""Optional invocation fields shown after the timings (older logs lack them)."""
+
+
 def _invocations(root: Path) -> list[str]:
     """Lines describing the invocations logged in ``invocations.jsonl`` (bad lines: warned)."""
     import json
@@ -353,7 +362,9 @@ def _invocations(root: Path) -> list[str]:
             f"Invocation finished {r['finished_at']}: {r['completed']} task(s) run, "
             f"{r['already_done']} already done, {r['failed']} failed; sweep "
             f"{r['sweep_s'] / 60:.1f} min, total {r['wall_s'] / 60:.1f} min with "
-            f"{r['workers']} worker process(es) on {r['cpus']} CPU(s){load_text}."
+            f"{r['workers']} worker process(es) on {r['cpus']} CPU(s){load_text}"
+            + "".join("; " + text.format(r[key]) for key, text in _PROVENANCE if r.get(key))
+            + "."
         )
     return lines
 
