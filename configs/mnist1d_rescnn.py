@@ -10,7 +10,9 @@ Expected: about 97-98 % test accuracy with ReLU or GELU (not yet measured over s
 the cost of CNN-BN on a CPU.
 
 ``nmelab reproduce --scale small`` loads it with ``get_config("scale=small")`` (Fig. 2, 4, 6):
-10,000 test examples, no periodic evaluation or checkpoints.
+2,000 training examples (half the cost per run; the baseline still reaches 98.6 %, measured for
+ReLU and GELU at seed 0 before any ``small`` penalty run, against 98.0 % at 1,000), 10,000 test
+examples, no periodic evaluation or checkpoints.
 """
 
 from pathlib import Path
@@ -29,6 +31,6 @@ def get_config(arg=None):
         config.eval_every_epochs = 0
         config.checkpoint_every_steps = 0
         config.final_train_eval = True
-        config.dataset_kwargs.num_train = 4000
+        config.dataset_kwargs.num_train = 2000
         config.dataset_kwargs.num_test = 10000
     return config

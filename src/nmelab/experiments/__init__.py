@@ -57,17 +57,53 @@ Grids (at this scale every ρ and σ² enters a claim; the full curves are the `
 40-32-32-10 (30 epochs; the exact NME diagonal of all 2,698 parameters), β ∈ {1, 3, 10, 30};
 ``estimators``: σ² = 3e-3 (its GN-trace and 1-probe Hessian-trace runs are Fig. 5's).
 
-``small`` - 5 seeds, extended grids (ρ up to 2, six σ², augmented ReLU at β = 1 and 3), the
-residual BN CNN ``rescnn1d`` with weight decay for Fig. 2/4/6 (``configs/mnist1d_rescnn.py``), a
-half-learning-rate check of Fig. 2, 5-probe Hessian/NME-trace penalties, a 10k-example test
-set, the mechanism also on the CNN-BN, ``sparsity`` on an MLP 40-64-64-10 at
-β ∈ {1, 2, 3, 5, 10, 30}, ``estimators`` at σ² ∈ {3e-3, 1e-2}::
+``small`` - the scale designed to decide (fixed on 2026-12-02, before any ``small`` run): 5 seeds,
+a 10,000-example test set (at quick, 1,000 test examples add a binomial 1.4-point standard
+deviation per MLP seed), the residual BN CNN ``rescnn1d`` with weight decay for Fig. 2/4/6 on
+2,000 training examples (``configs/mnist1d_rescnn.py``), ρ ∈ {0, 0.1, 0.3, 1} with the paper's
+ρ* = 0.1, augmented ReLU / diminished GELU at ρ ∈ {0.1, 0.3}, SAM at ρ ∈ {0.1, 1}, β ∈ {1, 2, 3,
+5, 10, 30}, six σ² with 5-probe Hessian/NME-trace penalties, the mechanism also on the CNN-BN,
+``sparsity`` on an MLP 40-64-64-10 at β ∈ {1, 2, 3, 5, 10, 30}, ``estimators`` at
+σ² ∈ {3e-3, 1e-2}::
 
     nmelab reproduce --scale small --out repro_small --workers 2
 
-Estimated (from per-step costs measured on the same CPU, not from a full run): about 5 CPU-hours,
-so 2-3 h wall with 2 workers on a 2-core machine; the residual-CNN penalty runs (90 tasks of about
-2 min each) dominate. On a GPU it should be far shorter (not measured: no GPU was available).
+Power estimate from the ``quick`` run (3 seeds; standard errors scaled by √(3/n), Welch degrees
+of freedom scaled likewise). A verdict is sure to be decisive once the 95 % CI is narrower than
+the margin (half-width ≤ margin/2); the seeds that needs, and the seeds for 80 % power at the
+quick effect size (directional claims), were:
+
+====================  ======  ==========================  ===================
+claim                 quick   seeds for a decisive CI     80 % power at the
+                      ± CI                                quick effect
+====================  ======  ==========================  ===================
+fig2                  0.86    7                           116 (effect −0.17)
+fig2-rho0 (≈)         0.80    6                           –
+fig3                  2.13    31                          – (effect ≈ 0)
+fig3-sgd (≈)          2.46    20                          –
+fig4a                 1.82    14                          20
+fig4a-gelu (≈)        1.00    7                           –
+fig4b                 0.98    7                           4
+fig4b-relu (≈)        1.77    14                          –
+fig5a, fig5b          2.7-3.2 28-45                       2
+fig6a                 3.83    124                         8
+fig6b, fig6c (≈)      2.9-3.3 48-67                       –
+mechanism (cosine)    0.30    91 (margin 0.05)            8
+====================  ======  ==========================  ===================
+
+So no affordable seed count makes every claim decisive: fig3, fig5 and fig6 would need 20-124
+seeds. Within the 2-hour budget (``--workers 2`` on a 2-core CPU) the seeds went to 5 for every
+claim rather than more for a few, and the variance was cut where it is cheap instead: the
+10k-example test set (the MLP claims fig3, fig5, mechanism), a CNN whose seeds differ less, and
+ρ* at the paper's 0.1 (at quick, ρ = 0.3 cost both activations accuracy). Claims whose decisive
+count exceeds 5 may well stay "inconclusive at this scale"; ``--seeds N`` raises every point's
+seeds for a user with more time. The residual CNN reaches 98.6 % (ReLU and GELU, one seed each,
+30 epochs, measured before any penalty run) on 2,000 examples, so MNIST-1D leaves little room for
+a regularizer to gain: a CNN claim that needs a gain of a full point may fail for that reason.
+
+Measured cost per seed on the 2-core CPU, two jobs at once, compile included: residual CNN 40 s
+(SGD), 85 s (penalty), 75 s (SAM); ``nmelab reproduce --scale small --plan`` sums the tasks. The
+wall and CPU time of the published run are in ``docs/results/small/``.
 
 ``paper`` - the paper's setups: CIFAR-10 WRN-28-10 (Zagoruyko & Komodakis, cosine decay, 200
 epochs) and ImageNet ResNet-50 (Goyal et al., batch 1024, cosine decay, 300 epochs), 5 seeds,
