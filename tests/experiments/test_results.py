@@ -3,6 +3,7 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from nmelab._io import write_json_atomic
@@ -98,3 +99,22 @@ def test_csv_export_round_trip(tmp_path):
     text = (tmp_path / "r.csv").read_text().splitlines()
     assert len(text) == 4 and "run_id" in text[0]
     json.dumps(frame.iloc[0].to_dict(), default=str)
+
+
+def test_load_results_reads_its_own_csv_back(tmp_path):
+    spec = RunSpec(TRAIN_RUNNER, _config(), "a")
+    _write(tmp_path, spec, SUMMARY)
+    frame = load_results(tmp_path)
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    back = load_results(tmp_path / "r.csv")
+    columns = ["run_id", "seed", "status", "accuracy", "score", "train_accuracy", "rho", "sigma2"]
+    pd.testing.assert_frame_equal(
+        back[columns], frame[columns], check_dtype=False, check_exact=False
+    )
+    assert list(back.columns) == list(frame.columns)
+
+
+def test_load_results_rejects_a_csv_that_is_not_a_results_table(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="root: .*x.csv.* columns run_id, runner, seed"):
+        load_results(tmp_path / "x.csv")

@@ -21,10 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "scales: quick = MNIST-1D on a CPU, 3 seeds (minutes on 2 cores, see README); small = 5 "
-            "seeds, extended grids, residual CNN (several CPU hours, ~1 h on a GPU); paper = "
+            "seeds, extended grids, residual CNN (under 2 h with 2 workers on a 2-core CPU; "
+            "published in docs/results/small); paper = "
             "CIFAR-10 WRN-28-10 and ImageNet ResNet-50 (needs --data-dir; GPU cluster, use "
             "--shard). --plan lists every run of a scale (experiments, overrides, seeds, cost) "
-            "without running anything."
+            "without running anything. --compare docs/results/small OUT sets a new run's "
+            "verdicts beside the published ones."
         ),
     )
     parser.add_argument(
@@ -99,6 +101,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compute estimate); run nothing",
     )
     parser.add_argument("--json", action="store_true", help="with --plan: print it as JSON")
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after the report, copy report.md, its PNG figures, claims.json and results.csv "
+        "to DIR (e.g. docs/results/small); no run folders",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        default=None,
+        metavar=("PUBLISHED", "RUN"),
+        help="print each claim's verdict in PUBLISHED (e.g. docs/results/small) beside the one "
+        "in the finished run folder RUN; run nothing",
+    )
     parser.set_defaults(run_fn=run)
 
 
@@ -113,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     from nmelab.experiments.planning import plan, plan_json, plan_text
     from nmelab.experiments.sweep import parse_shard
 
+    if args.compare:
+        return _compare(*args.compare)
     out = args.out or Path(f"reproduce_{args.scale}")
     if args.experiments:
         unknown = [n for n in args.experiments if n not in experiments.names()]
@@ -154,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out, arg="--out")
     if args.export_csv is not None:
         check_output_file(args.export_csv, arg="--export-csv")
+    if args.publish is not None:
+        check_output_dir(args.publish, arg="--publish")
+        if args.publish.resolve() == out.resolve():
+            raise UsageError(f"--publish: expected a folder other than --out, got {args.publish}")
     result = experiments.reproduce(
         scale=args.scale,
         experiments=args.experiments,
@@ -170,5 +195,33 @@ def run(args: argparse.Namespace) -> int:
         args.export_csv.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.export_csv, index=False)
         print(f"wrote {len(frame)} rows to {args.export_csv}")
+    if args.publish is not None and result["report"] is not None:
+        written = experiments.publish(out, args.publish)
+        print(f"published {len(written)} files to {args.publish}")
     sweep = result["sweep"]
     return 1 if sweep is not None and sweep.failed else 0
+
+
+def _compare(published: Path, run: Path) -> int:
+    """Print the published and the new verdict of every claim; exit 0 (2 on a bad folder)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nmelab.experiments import compare_claims
+
+    try:
+        rows = compare_claims(published, run)
+    except ValueError as err:
+        raise UsageError(f"--compare {err}") from None
+    table = Table(title=f"verdicts: {published} (published) vs {run} (new)")
+    for column in ("claim", "group", "published", "effect [95 % CI]", "new", "effect [95 % CI]",
+                   ""):  # fmt: skip
+        table.add_column(column)
+    for r in rows:
+        mark = "[bold yellow]changed[/]" if r.changed else ""
+        table.add_row(r.key, r.group, r.published, r.published_effect, r.new, r.new_effect, mark)
+    console = Console()
+    console.print(table)
+    changed = sum(r.changed for r in rows)
+    console.print(f"{changed} of {len(rows)} verdicts changed")
+    return 0

@@ -129,7 +129,14 @@ Every result is a ``result.json`` written atomically in ``OUT/runs/<run_id>/``; 
 command (even with SIGKILL) and rerunning it loses and duplicates nothing. A damaged record or
 artifact is found when read, moved to ``OUT/damaged/`` with a warning and recomputed. ``load_results(OUT)``
 gives every run as a DataFrame (one row per seed); ``nmelab reproduce --export-csv FILE`` writes
-it as CSV.
+it as CSV, which ``load_results(FILE)`` reads back.
+
+Published results: ``nmelab reproduce ... --publish docs/results/<scale>`` copies the report, its
+PNG figures, ``claims.json`` and ``results.csv`` into the repository (:func:`publish`; no run
+folders). ``nmelab reproduce --compare docs/results/small OUT`` sets the verdicts of a new run
+``OUT`` beside the published ones (:func:`compare_claims`). :func:`compute_claims` rebuilds every
+claim from a ``results.csv``; a test does so for each published scale and checks the verdicts
+against the published report.
 
 Honesty rules: the claims, grids, seeds and verdict rules are fixed in the code before the
 runs; the report states every claim's verdict, including "not reproduced", "inconclusive at this
@@ -151,16 +158,21 @@ from nmelab.experiments import ablation_estimators  # noqa: F401
 from nmelab.experiments.base import SCALES, Experiment, Point, Scale, get, get_scale, names
 from nmelab.experiments.pipeline import reproduce
 from nmelab.experiments.planning import plan
+from nmelab.experiments.publish import ClaimChange, compare_claims, publish
+from nmelab.experiments.report import compute_claims
 from nmelab.experiments.results import load_results
 from nmelab.experiments.sweep import RunSpec, parse_shard, run_sweep, shard_runs
 from nmelab.experiments.verdicts import equivalence_verdict, verdict
 
 __all__ = [
     "SCALES",
+    "ClaimChange",
     "Experiment",
     "Point",
     "RunSpec",
     "Scale",
+    "compare_claims",
+    "compute_claims",
     "equivalence_verdict",
     "get",
     "get_scale",
@@ -168,6 +180,7 @@ __all__ = [
     "names",
     "parse_shard",
     "plan",
+    "publish",
     "reproduce",
     "run_sweep",
     "shard_runs",

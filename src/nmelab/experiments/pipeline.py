@@ -252,7 +252,7 @@ def _log_invocation(
         "sweep_s": sweep.elapsed_s,
         "wall_s": time.perf_counter() - start,
         "host": platform.node(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
+        "machine": f"{platform.machine()}, {cpu_model()}",
         "cpus": os.cpu_count(),
         "command": "nmelab " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "nmelab_version": __version__,
@@ -260,6 +260,19 @@ def _log_invocation(
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     append_jsonl(out / INVOCATIONS_FILE, record)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; else what :mod:`platform` knows)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def source_commit() -> str | None:

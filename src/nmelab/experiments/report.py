@@ -36,7 +36,14 @@ from nmelab.experiments import claims as C
 from nmelab.experiments.recipes import TRAIN_RUNNER
 from nmelab.experiments.report_blocks import VERDICT_COLORS, Block, to_html, to_markdown
 
-__all__ = ["INVOCATIONS_FILE", "Report", "build_report", "effect_text", "write_report"]
+__all__ = [
+    "INVOCATIONS_FILE",
+    "Report",
+    "build_report",
+    "compute_claims",
+    "effect_text",
+    "write_report",
+]
 
 INVOCATIONS_FILE = "invocations.jsonl"
 
@@ -68,12 +75,16 @@ class Report:
       claims: every claim, in order.
       figures: PNG paths relative to the output folder, per experiment.
       title: the title.
+      scale: the scale of the runs.
+      experiments: the experiment names, in report order.
     """
 
     blocks: list[Block]
     claims: list[C.Claim]
     figures: dict[str, list[str]]
     title: str
+    scale: base.Scale
+    experiments: list[str]
 
 
 def _digits(unit: str) -> int:
@@ -190,6 +201,32 @@ def _verdict_tables(all_claims: Sequence[C.Claim]) -> list[Block]:
     return out
 
 
+def compute_claims(
+    names: Sequence[str], scale: base.Scale, results: pd.DataFrame, root: str | Path
+) -> dict[str, list[C.Claim]]:
+    """Every claim of the experiments ``names``, per experiment, with Holm's correction applied.
+
+    The one place claims are computed: the report and the check of published results
+    (``tests/docs/test_published_results.py``) both call it.
+
+    Args:
+      names: experiment names.
+      scale: the scale the runs were made at.
+      results: :func:`nmelab.experiments.load_results` of a sweep root or of its exported CSV.
+      root: the sweep root, for the experiments that read arrays from their run folders;
+        without those folders their claims are "not computed".
+
+    Returns:
+      ``{name: [Claim]}`` in the order of ``names``.
+    """
+    by_name = {}
+    for name in names:
+        exp = base.get(name)
+        by_name[name] = exp.claims(C.points_table(exp.points(scale), results), scale, Path(root))
+    C.apply_holm([c for claims in by_name.values() for c in claims])
+    return by_name
+
+
 def build_report(
     root: str | Path,
     names: Sequence[str],
@@ -218,13 +255,14 @@ def build_report(
     sections: list[Block] = []
     run_ids: set[str] = set()
     done = set(results["run_id"]) if len(results) else set()
+    claims_by_name = compute_claims(names, scale, results, root)
     for name in names:
         exp = base.get(name)
         pts = exp.points(scale)
         table = C.points_table(pts, results)
         ids = {spec.run_id for p in pts for spec in p.specs}
         run_ids |= ids
-        claims = exp.claims(table, scale, root)
+        claims = claims_by_name[name]
         try:
             has_data = bool((table["status"] != "missing").any())
             paths = exp.plot(table, fig_dir, scale, root) if has_data else []
@@ -240,7 +278,6 @@ def build_report(
         sections += exp.report_sections(table, scale, root)
         for claim in claims:
             sections += _claim_blocks(claim)
-    C.apply_holm(all_claims)
 
     title = f"nmelab reproduce — {scale.name} scale"
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -311,7 +348,14 @@ def build_report(
                     + ".",
                 )
             )
-    return Report(blocks=head + sections, claims=all_claims, figures=figures_by_exp, title=title)
+    return Report(
+        blocks=head + sections,
+        claims=all_claims,
+        figures=figures_by_exp,
+        title=title,
+        scale=scale,
+        experiments=list(names),
+    )
 
 
 _INVOCATION_FIELDS = {
@@ -372,6 +416,9 @@ def _invocations(root: Path) -> list[str]:
 def write_report(report: Report, root: str | Path) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and ``claims.json`` under ``root`` (atomically).
 
+    ``claims.json`` holds the scale, its seed count and the experiments beside every claim, so
+    that a published copy can be rebuilt from its ``results.csv`` (:func:`compute_claims`).
+
     Returns:
       ``{"md": path, "html": path, "json": path}``.
     """
@@ -383,6 +430,9 @@ def write_report(report: Report, root: str | Path) -> dict[str, Path]:
         paths["json"],
         {
             "title": report.title,
+            "scale": report.scale.name,
+            "num_seeds": report.scale.num_seeds,
+            "experiments": report.experiments,
             "groups": C.GROUPS,
             "claims": [c.to_dict() for c in report.claims],
             "figures": report.figures,

@@ -118,11 +118,29 @@ def seed_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A frame written by ``load_results(...).to_csv(path, index=False)``, read back."""
+    try:
+        frame = pd.read_csv(path, low_memory=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"root: {str(path)!r} is not a results CSV ({err})") from None
+    needed = ["run_id", "runner", "seed", *_PER_SEED, "accuracy", "score"]
+    absent = [c for c in needed if c not in frame.columns]
+    if absent:
+        raise ValueError(
+            f"root: {str(path)!r} is not a results CSV: columns {', '.join(absent)} are missing"
+        )
+    return frame
+
+
 def load_results(root: str | Path) -> pd.DataFrame:
     """Every finished run under ``root`` (a ``nmelab reproduce --out`` folder), one row per seed.
 
     Args:
-      root: the sweep root; ``root/runs/*/result.json`` are read.
+      root: the sweep root, whose ``root/runs/*/result.json`` are read; or a CSV file written
+        from this frame (``nmelab reproduce --export-csv``, the published
+        ``docs/results/<scale>/results.csv``), read back as the same frame: numbers as floats,
+        text as strings, config entries that were lists as their text.
 
     Returns:
       A DataFrame with the columns of the module docstring, sorted by ``run_id`` and ``seed``;
@@ -130,8 +148,11 @@ def load_results(root: str | Path) -> pd.DataFrame:
 
     Raises:
       FileNotFoundError: ``root`` does not exist.
+      ValueError: ``root`` is a file that is not a CSV with the columns of this frame.
     """
     root = Path(root)
+    if root.is_file():
+        return _read_csv(root)
     if not root.is_dir():
         raise FileNotFoundError(f"root: no such directory {str(root)!r}")
     records = []
