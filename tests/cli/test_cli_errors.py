@@ -304,3 +304,14 @@ def test_api_mistake_raises_a_value_error_naming_the_argument(name):
     with pytest.raises(ValueError) as info:
         call()
     assert names in str(info.value)
+
+
+def test_output_piped_into_head_ends_quietly():
+    import subprocess
+    import sys
+
+    main = "import sys; from nmelab.cli import main; sys.exit(main())"
+    command = f"{sys.executable} -c '{main}' reproduce --scale small --plan --json | head -n 1"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

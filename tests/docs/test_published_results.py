@@ -34,7 +34,7 @@ def _printed_verdicts(report: Path) -> dict[str, tuple[str, str]]:
     section = text.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
         if len(cells) == 7 and cells[0] not in ("claim", "---"):
             rows[cells[0]] = (cells[5].strip("*"), cells[6])
     return rows

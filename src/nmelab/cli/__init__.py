@@ -37,3 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"nmelab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `nmelab reproduce --plan | head`: the reader has seen enough
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
