@@ -81,7 +81,9 @@ def test_readme_verdict_table_matches_the_published_claims():
         if line.startswith("|")
     ]
     header, body = rows[0], rows[2:]
-    columns = {i: h.split()[0] for i, h in enumerate(header) if re.fullmatch(r"\w+ \(\d+ seeds\)", h)}
+    columns = {
+        i: h.split()[0] for i, h in enumerate(header) if re.fullmatch(r"\w+ \(\d+ seeds\)", h)
+    }
     assert sorted(columns.values()) == ["quick", "small"]
     keys = {k for claims in verdicts.values() for k in claims}
     assert sorted(r[0] for r in body) == sorted(keys)
