@@ -113,15 +113,9 @@ def table(workload: str, ours: dict[str, float], peers: dict[str, float]) -> lis
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    from nmelab.experiments.pipeline import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def render(ours_runs, peer_runs, loads, rounds, threads) -> str:

@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "write_text_atomic", "write_json_atomic", "read_json"]
+__all__ = [
+    "to_jsonable",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "read_json",
+]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -40,13 +46,18 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (complete file or none), creating parent folders."""
+    """Write ``text`` to ``path`` atomically (UTF-8), creating parent folders."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (complete file or none), creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -191,10 +191,9 @@ def run(args: argparse.Namespace) -> int:
         report_only=args.report_only,
     )
     if args.export_csv is not None:
-        frame = experiments.load_results(out)
-        args.export_csv.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.export_csv, index=False)
-        print(f"wrote {len(frame)} rows to {args.export_csv}")
+        from nmelab.experiments.results import write_results_csv
+
+        print(f"wrote {write_results_csv(out, args.export_csv)} rows to {args.export_csv}")
     if args.publish is not None and result["report"] is not None:
         written = experiments.publish(out, args.publish)
         print(f"published {len(written)} files to {args.publish}")

@@ -179,6 +179,7 @@ def claims(table, scale: Scale, root=None) -> list[C.Claim]:
     for panel in panels(scale):
         rhos = RHOS[scale.name]
         tag = f"-{panel}" if panel else ""
+        suffix = f" [{panel}]" if panel else ""
         note = f"ρ* = {star:g} was fixed before the runs of this scale (module docstring)."
         out.append(
             gain_claim(table, panel, star, rhos, key="fig2" + tag, group="primary", note=note)
@@ -194,7 +195,7 @@ def claims(table, scale: Scale, root=None) -> list[C.Claim]:
             C.Claim(
                 key="fig2-rho0" + tag,
                 section="§4.1, Fig. 2",
-                statement=f"Without regularization ReLU and GELU perform similarly.{panel and f' [{panel}]'}",
+                statement=f"Without regularization ReLU and GELU perform similarly.{suffix}",
                 effect_name="GELU − ReLU at ρ = 0 (points)",
                 measured=C.measure(table, C.difference(gelu, relu, 0.0), panel),
                 direction=0,

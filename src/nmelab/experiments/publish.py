@@ -15,13 +15,11 @@ pairs their verdicts, so that a user who reruns on other hardware sees at once w
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from nmelab._io import read_json, write_text_atomic
-from nmelab.experiments.results import load_results
+from nmelab._io import read_json, write_bytes_atomic
+from nmelab.experiments.results import write_results_csv
 
 __all__ = ["ClaimChange", "compare_claims", "publish"]
 
@@ -61,19 +59,10 @@ def publish(out: str | Path, dest: str | Path) -> list[Path]:
     for old in (dest / "figures").glob("*.png"):
         old.unlink()
     written = []
-    for name in (REPORT_FILE, CLAIMS_FILE):
-        write_text_atomic(dest / name, (out / name).read_text(encoding="utf-8"))
+    for name in (REPORT_FILE, CLAIMS_FILE, *figures):
+        write_bytes_atomic(dest / name, (out / name).read_bytes())
         written.append(dest / name)
-    for png in figures:
-        target = dest / png
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(out / png, tmp)
-        os.replace(tmp, target)
-        written.append(target)
-    tmp = dest / f".{RESULTS_FILE}.tmp"
-    load_results(out).to_csv(tmp, index=False)
-    os.replace(tmp, dest / RESULTS_FILE)
+    write_results_csv(out, dest / RESULTS_FILE)
     written.append(dest / RESULTS_FILE)
     return written
 

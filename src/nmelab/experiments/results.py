@@ -36,10 +36,11 @@ from typing import Any
 
 import pandas as pd
 
+from nmelab._io import write_text_atomic
 from nmelab.experiments.recipes import TRAIN_RUNNER
 from nmelab.experiments.sweep import RESULT_FILE, RUNS_DIR, DamagedRecord, load_record
 
-__all__ = ["describe", "load_results", "seed_rows"]
+__all__ = ["describe", "load_results", "seed_rows", "write_results_csv"]
 
 
 _PER_SEED = (
@@ -189,3 +190,13 @@ def load_results(root: str | Path) -> pd.DataFrame:
     if len(frame):
         frame = frame.sort_values(["run_id", "seed"], kind="stable").reset_index(drop=True)
     return frame
+
+
+def write_results_csv(root: str | Path, path: str | Path) -> int:
+    """Write :func:`load_results` of ``root`` to ``path`` as CSV (atomically); return its rows.
+
+    ``load_results(path)`` reads the file back as the same frame.
+    """
+    frame = load_results(root)
+    write_text_atomic(path, frame.to_csv(index=False))
+    return len(frame)
