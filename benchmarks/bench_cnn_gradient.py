@@ -11,6 +11,10 @@ to the default ``flax.linen.max_pool`` NHWC gradient):
 * ``nchw``: the ``max_pool`` network with NCHW activations and OIHW kernels
   (``lax.conv_general_dilated`` dimension numbers), torch's layout.
 
+A second table splits the convolutions' own cost: each layer's forward convolution, its input
+gradient (a transposed convolution) and its kernel gradient, each as its own jitted program. Their
+sum bounds from below what any change of pooling or layout can reach.
+
 XLA flags are per process: run this script again with ``XLA_FLAGS=...`` to compare them.
 
 Run:  python benchmarks/bench_cnn_gradient.py [--repeats 9]
@@ -75,6 +79,28 @@ def network(pool, stride=1, layout="NHWC"):
     return apply
 
 
+def conv_parts(params, x) -> dict:
+    """Zero-argument timers for each convolution's forward, input and kernel gradients."""
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def conv(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=dims)
+
+    forward = jax.jit(conv)
+    input_grad = jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0])
+    kernel_grad = jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0])
+    fns = {}
+    for name in ("conv0", "conv1"):
+        kernel = params[name]
+        g = jnp.ones((*x.shape[:-1], kernel.shape[-1]), x.dtype)
+        fns[f"{name} forward"] = lambda x=x, k=kernel: forward(x, k)
+        if name != "conv0":  # the first layer's input gradient is never needed
+            fns[f"{name} input gradient"] = lambda x=x, k=kernel, g=g: input_grad(x, k, g)
+        fns[f"{name} kernel gradient"] = lambda x=x, k=kernel, g=g: kernel_grad(x, k, g)
+        x = reshape_max(jax.nn.relu(forward(x, kernel)))
+    return fns
+
+
 def gradient_fn(apply):
     def loss(params, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(apply(params, x), y).mean()
@@ -105,10 +131,17 @@ def main() -> None:
         for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(same), strict=True)
     )
     fns = {name: (lambda g=g, i=i: g(params, i, y)) for name, (g, i) in grads.items()}
-    times = time_interleaved(fns, args.repeats)
+    parts = conv_parts(params, x)
+    times = time_interleaved({**fns, **parts}, args.repeats)
     base = times["max_pool"]
-    rows = [(name, f"{1e3 * t:.1f}", f"{t / base:.2f}") for name, t in times.items()]
+    rows = [(name, f"{1e3 * times[name]:.1f}", f"{times[name] / base:.2f}") for name in fns]
     print_table("Small CNN gradient on XLA:CPU", rows, ("variant", "ms", "ratio"))
+    rows = [(name, f"{1e3 * times[name]:.1f}", f"{times[name] / base:.2f}") for name in parts]
+    total = sum(times[name] for name in parts)
+    rows.append(("sum of the convolutions", f"{1e3 * total:.1f}", f"{total / base:.2f}"))
+    print_table(
+        "Its convolutions alone (ratio to the max_pool gradient)", rows, ("part", "ms", "ratio")
+    )
     print(f"\nmax |grad(max_pool) - grad(reshape_max)| = {err:.2e}")
 
 

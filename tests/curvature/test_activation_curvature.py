@@ -51,7 +51,7 @@ def activation_curvature_term(params, batch, activation, second_derivative):
 SIZES = (4, 6, 5, 3)
 
 
-@pytest.mark.parametrize("beta", [1.0, 5.0])
+@pytest.mark.parametrize("beta", [1.0, pytest.param(5.0, marks=pytest.mark.slow)])
 def test_augmented_relu_changes_only_the_nme(beta):
     _, params, batch = tp.mlp_problem("relu", sizes=SIZES)
     relu = _matrices(activations.relu, params, batch)

@@ -29,7 +29,11 @@ def _delete_state(folder):
     (folder / "state").rmdir()
 
 
-@pytest.mark.parametrize("damage", [_random_bytes, _delete_state], ids=["random-bytes", "no-state"])
+@pytest.mark.parametrize(
+    "damage",
+    [pytest.param(_random_bytes, marks=pytest.mark.slow), _delete_state],
+    ids=["random-bytes", "no-state"],
+)
 def test_damaged_newest_checkpoint_resumes_from_the_older_one_bitwise(tmp_path, damage):
     # 12 steps, checkpoints at 4 and 8; the kill after step 10 leaves both
     config = tiny_config(num_epochs=3.0, checkpoint_every_steps=4, log_every_steps=3)
