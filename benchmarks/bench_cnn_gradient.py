@@ -58,16 +58,21 @@ def avg_pool(x):
     return jnp.mean(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv(x, kernel, stride=1, dims=NHWC):
+    """A 'SAME' convolution with the given stride and dimension numbers."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME", dimension_numbers=dims)
+
+
 def network(pool, stride=1, layout="NHWC"):
-    dims = ("NHWC", "HWIO", "NHWC") if layout == "NHWC" else ("NCHW", "OIHW", "NCHW")
+    dims = NHWC if layout == "NHWC" else ("NCHW", "OIHW", "NCHW")
 
     def apply(params, x):
         for name in ("conv0", "conv1"):
             kernel = params[name] if layout == "NHWC" else params[name].transpose(3, 2, 0, 1)
-            x = jax.lax.conv_general_dilated(
-                x, kernel, (stride, stride), "SAME", dimension_numbers=dims
-            )
-            x = jax.nn.relu(x)
+            x = jax.nn.relu(conv(x, kernel, stride, dims))
             if pool is not None:
                 if layout == "NCHW":
                     x = pool(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
@@ -81,11 +86,6 @@ def network(pool, stride=1, layout="NHWC"):
 
 def conv_parts(params, x) -> dict:
     """Zero-argument timers for each convolution's forward, input and kernel gradients."""
-    dims = ("NHWC", "HWIO", "NHWC")
-
-    def conv(x, kernel):
-        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=dims)
-
     forward = jax.jit(conv)
     input_grad = jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0])
     kernel_grad = jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0])

@@ -189,7 +189,7 @@ def test_residuals_count_the_coefficients_full_passes_removed():
     # 80 steps on the clustered matrix take several full passes; the reported residuals come from
     # the Lanczos relation without products and must still be the true ||A y - theta y||. ARPACK's
     # shortcut |beta_m s_m| drops the full passes' coefficients and misses by up to sqrt(eps)||A||.
-    matrix, spectrum = _clustered_matrix(300, 3)
+    matrix, _ = _clustered_matrix(300, 3)
     op = matrix_operator(jnp.asarray(matrix))
     pairs = nmelab.eigenpairs(op, 6, "both", jax.random.key(6), num_iters=80)
     vectors = np.asarray(pairs.eigenvectors)
